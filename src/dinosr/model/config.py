@@ -1,0 +1,116 @@
+"""Model and masking hyper-parameters. Defaults are the official DinoSR base model (spec section 3).
+
+Field comments give the matching fairseq option where one exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# (out_channels, kernel, stride) per conv block; fairseq: conv_feature_layers
+BASE_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
+    (512, 10, 5),
+    (512, 3, 2),
+    (512, 3, 2),
+    (512, 3, 2),
+    (512, 3, 2),
+    (512, 2, 2),
+    (512, 2, 2),
+)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and objective of DinoSR (official defaults)."""
+
+    conv_layers: tuple[tuple[int, int, int], ...] = BASE_CONV_LAYERS  # fairseq: conv_feature_layers
+    embed_dim: int = 768  # encoder_embed_dim
+    num_layers: int = 12  # encoder_layers
+    num_heads: int = 12  # encoder_attention_heads
+    ffn_dim: int = 3072  # encoder_ffn_embed_dim
+    qkv_bias: bool = True  # official: biased q/k/v; spidr default: False
+    pos_conv_kernel: int = 95  # conv_pos (split over pos_conv_depth layers: 95 // 5 = 19)
+    pos_conv_groups: int = 16  # conv_pos_groups
+    pos_conv_depth: int = 5  # pos_conv_depth
+    dropout: float = 0.1  # dropout
+    attention_dropout: float = 0.1  # attention_dropout
+    activation_dropout: float = 0.0  # activation_dropout
+    dropout_input: float = 0.0  # dropout_input
+    layerdrop: float = 0.05  # encoder_layerdrop
+    # --- objective
+    num_codebook_layers: int = 8  # average_top_k_layers: top-N teacher layers get a codebook each
+    codebook_size: int = 256  # codebook_size
+    codebook_decay: float = 0.9  # codebook_init_decay / codebook_end_decay
+    head_placement: Literal["final", "intermediate"] = "final"  # final = DinoSR, intermediate = SpidR
+    teacher_init: Literal["copy", "reinit"] = "copy"  # copy = official, reinit = spidr
+    ema_decay: float = 0.999  # ema_decay
+    ema_end_decay: float = 0.9999  # ema_end_decay
+    ema_anneal_end_step: int = 30000  # ema_anneal_end_step
+    freeze_teacher_step: int = 200001  # freeze_teacher_step (spidr: 200000)
+
+    def __post_init__(self) -> None:
+        _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
+        _check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
+        _check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
+        _check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
+        _check(self.pos_conv_depth >= 1, "pos_conv_depth must be >= 1")
+        _check(self.pos_conv_kernel >= self.pos_conv_depth, "pos_conv_kernel must be >= pos_conv_depth")
+        _check(1 <= self.num_codebook_layers <= self.num_layers, "num_codebook_layers must be in [1, num_layers]")
+        _check(self.codebook_size >= 2, "codebook_size must be >= 2")
+        _check(0.0 <= self.codebook_decay < 1.0, "codebook_decay must be in [0, 1)")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop"):
+            _check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        _check(0.0 <= self.ema_decay <= self.ema_end_decay <= 1.0, "need 0 <= ema_decay <= ema_end_decay <= 1")
+        _check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
+        _check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
+
+    @property
+    def pos_conv_layer_kernel(self) -> int:
+        """Kernel of each positional conv layer: max(3, conv_pos // depth) (fairseq)."""
+        return max(3, self.pos_conv_kernel // self.pos_conv_depth)
+
+    @property
+    def extractor_dim(self) -> int:
+        return self.conv_layers[-1][0]
+
+    @property
+    def codebook_layers(self) -> tuple[int, ...]:
+        """1-based transformer layers that get a codebook (the top num_codebook_layers)."""
+        return tuple(range(self.num_layers - self.num_codebook_layers + 1, self.num_layers + 1))
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """Span masking of the student input (spec section 3.4)."""
+
+    mask_prob: float = 0.8  # mask_prob
+    mask_length: int = 10  # mask_length
+    min_masks: int = 1  # official 1, spidr 2
+    require_same_masks: bool = True  # require_same_masks
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.mask_prob <= 1.0, "mask_prob must be in (0, 1]")
+        _check(self.mask_length >= 1, "mask_length must be >= 1")
+        _check(self.min_masks >= 0, "min_masks must be >= 0")
+
+
+def tiny_model_config() -> ModelConfig:
+    """A CPU-sized DinoSR for tests and demos (the 'tiny' preset)."""
+    return ModelConfig(
+        conv_layers=((128, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)),
+        embed_dim=256,
+        num_layers=4,
+        num_heads=4,
+        ffn_dim=1024,
+        pos_conv_kernel=95,
+        pos_conv_groups=16,
+        pos_conv_depth=5,
+        num_codebook_layers=3,
+        codebook_size=256,
+    )
