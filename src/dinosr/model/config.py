@@ -61,14 +61,23 @@ class ModelConfig:
         _check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
         _check(self.pos_conv_depth >= 1, "pos_conv_depth must be >= 1")
         _check(self.pos_conv_kernel >= self.pos_conv_depth, "pos_conv_kernel must be >= pos_conv_depth")
-        _check(1 <= self.num_codebook_layers <= self.num_layers, "num_codebook_layers must be in [1, num_layers]")
+        _check(
+            1 <= self.num_codebook_layers <= self.num_layers, "need 1 <= num_codebook_layers <= num_layers"
+        )
         _check(self.codebook_size >= 2, "codebook_size must be >= 2")
         _check(0.0 <= self.codebook_decay < 1.0, "codebook_decay must be in [0, 1)")
         for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop"):
             _check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
-        _check(0.0 <= self.ema_decay <= self.ema_end_decay <= 1.0, "need 0 <= ema_decay <= ema_end_decay <= 1")
+        _check(
+            0.0 <= self.ema_decay <= self.ema_end_decay <= 1.0, "need 0 <= ema_decay <= ema_end_decay <= 1"
+        )
         _check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
         _check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
+        # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
+        _check(
+            self.head_placement == "final" or self.layerdrop == 0.0,
+            "head_placement='intermediate' (SpidR) requires layerdrop = 0",
+        )
 
     @property
     def pos_conv_layer_kernel(self) -> int:
@@ -103,7 +112,15 @@ class MaskingConfig:
 def tiny_model_config() -> ModelConfig:
     """A CPU-sized DinoSR for tests and demos (the 'tiny' preset)."""
     return ModelConfig(
-        conv_layers=((128, 10, 5), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2), (128, 2, 2)),
+        conv_layers=(
+            (128, 10, 5),
+            (128, 3, 2),
+            (128, 3, 2),
+            (128, 3, 2),
+            (128, 3, 2),
+            (128, 2, 2),
+            (128, 2, 2),
+        ),
         embed_dim=256,
         num_layers=4,
         num_heads=4,

@@ -1,0 +1,297 @@
+"""DinoSR: masked prediction of online-clustered EMA-teacher targets (spec sections 2-7, 9).
+
+The forward pass is pure: it computes targets from the *current* teacher and codebooks, the per-frame
+losses and this batch's codebook statistics, and changes no parameter or buffer. All state changes
+(codebook EMA, teacher EMA, freezing) happen in :meth:`DinoSR.post_step`, called once per optimizer step.
+
+Shapes: B batch, L samples, T frames, D model dim, K codebooks (= target layers), V codewords,
+M masked frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dinosr.model.codebook import Codebooks, CodebookStats
+from dinosr.model.config import MaskingConfig, ModelConfig, tiny_model_config
+from dinosr.model.encoder import (
+    FeatureExtractor,
+    FeatureProjection,
+    Transformer,
+    TransformerOutput,
+    lengths_to_padding_mask,
+)
+from dinosr.model.masking import compute_span_mask
+from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
+
+INSTANCE_NORM_EPS = 1e-5
+
+
+class EncoderOutput(NamedTuple):
+    """Result of :meth:`DinoSR.encode`.
+
+    layer_input: (B, T, D) transformer input after pos-conv + encoder LayerNorm ("layer 0").
+    residuals: per layer (B, T, D) residual-stream outputs (after the layer's final LayerNorm).
+    ffn: per layer (B, T, D) FFN outputs before residual (the target tensor); None for a LayerDrop-skipped
+        layer (student in training mode only).
+    padding_mask: (B, T) bool, True = padded, or None.
+    """
+
+    layer_input: Tensor
+    residuals: list[Tensor]
+    ffn: list[Tensor | None]
+    padding_mask: Tensor | None
+
+
+@dataclass
+class DinoSROutput:
+    """Result of :meth:`DinoSR.forward`.
+
+    losses: (M, K) fp32 cross-entropy per masked frame and codebook layer.
+    num_masked: M.
+    stats: codebook statistics of this batch (apply with ``post_step`` after summing / all-reducing).
+    mask: (B, T) bool, the masked frames used.
+    padding_mask: (B, T) bool (True = padded) or None.
+    codes: (K, M) int64 target codeword of each masked frame.
+    """
+
+    losses: Tensor
+    num_masked: int
+    stats: CodebookStats
+    mask: Tensor
+    padding_mask: Tensor | None
+    codes: Tensor
+
+
+def instance_norm_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    """Per utterance and channel, standardise over the valid frames (biased var, eps 1e-5, fp32).
+
+    (B, T, D) -> (B, T, D) fp32. Padded frames are excluded from the statistics (spec 5 / pitfall 14).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        if padding_mask is None:
+            var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        else:
+            valid = (~padding_mask)[..., None].float()
+            n = valid.sum(1, keepdim=True).clamp(min=1.0)
+            mean = (x * valid).sum(1, keepdim=True) / n
+            var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
+        return (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+
+
+class DinoSR(nn.Module):
+    """DinoSR student + EMA teacher + online codebooks + prediction heads (see docs/DESIGN.md)."""
+
+    def __init__(self, cfg: ModelConfig, masking_cfg: MaskingConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.masking_cfg = masking_cfg if masking_cfg is not None else MaskingConfig()
+        d = cfg.embed_dim
+        self.feature_extractor = FeatureExtractor(cfg.conv_layers)
+        self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
+        self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())  # U[0,1) (spec 3.4)
+        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.student = Transformer(
+            d,
+            cfg.num_layers,
+            cfg.num_heads,
+            cfg.ffn_dim,
+            pos_conv_kernel=cfg.pos_conv_layer_kernel,
+            pos_conv_groups=cfg.pos_conv_groups,
+            pos_conv_depth=cfg.pos_conv_depth,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
+            layerdrop=cfg.layerdrop,
+            qkv_bias=cfg.qkv_bias,
+        )
+        self.teacher = make_teacher(self.student, reinit=cfg.teacher_init == "reinit")
+        k = cfg.num_codebook_layers
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for _ in range(k))
+        self.codebooks = Codebooks(k, cfg.codebook_size, d)
+
+    # ----------------------------------------------------------------------------- state / schedule
+    def train(self, mode: bool = True) -> DinoSR:
+        """Set train/eval mode; the teacher always stays in eval mode (no dropout, no LayerDrop)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def is_frozen(self, step: int) -> bool:
+        """Whether teacher, feature extractor and projection are frozen after ``step`` updates."""
+        return is_frozen(step, self.cfg.freeze_teacher_step)
+
+    def ema_decay(self, step: int) -> float:
+        """Teacher EMA decay after ``step`` completed updates (1.0 once frozen)."""
+        c = self.cfg
+        return ema_decay(
+            step,
+            start=c.ema_decay,
+            end=c.ema_end_decay,
+            anneal_end_step=c.ema_anneal_end_step,
+            freeze_step=c.freeze_teacher_step,
+        )
+
+    def apply_freeze(self, step: int) -> bool:
+        """Set requires_grad of the feature extractor + projection from the schedule; returns is_frozen.
+
+        Called by ``post_step``; call it after restoring a checkpoint too (it is idempotent).
+        """
+        frozen = self.is_frozen(step)
+        for module in (self.feature_extractor, self.feature_projection):
+            module.requires_grad_(not frozen)
+        return frozen
+
+    @torch.no_grad()
+    def post_step(self, step: int, stats: CodebookStats | None) -> None:
+        """Apply the state updates of one optimizer step (``step`` = completed updates, after the step).
+
+        Codebook EMA from ``stats`` (already summed over micro-batches and ranks), then teacher EMA with
+        ``ema_decay(step)`` (pos-conv copied); from the freeze step on the teacher stays fixed and the feature
+        extractor + projection stop training. Codebooks keep updating after the freeze (spec 4).
+        """
+        if stats is not None:
+            self.codebooks.update(stats.sums, stats.counts, self.cfg.codebook_decay)
+        decay = self.ema_decay(step)
+        if decay < 1.0:
+            ema_update(self.teacher, self.student, decay)
+        self.apply_freeze(step)
+
+    def param_groups(self) -> list[dict]:
+        """Student parameters: the extractor group (frozen later) and everything else trainable."""
+        extractor = [*self.feature_extractor.parameters(), *self.feature_projection.parameters()]
+        main = [self.mask_embedding, *self.student.parameters(), *self.heads.parameters()]
+        return [{"name": "extractor", "params": extractor}, {"name": "main", "params": main}]
+
+    # ----------------------------------------------------------------------------- encoding
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) sample counts -> (B,) frame counts after the CNN."""
+        return self.feature_extractor.output_lengths(lengths)
+
+    def features(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None."""
+        x = self.feature_projection(self.feature_extractor(waveforms))
+        padding_mask = None
+        if lengths is not None:
+            padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
+        return x, padding_mask
+
+    def sample_mask(self, num_frames: int, padding_mask: Tensor | None, batch_size: int) -> Tensor:
+        """(B, T) bool span mask from ``masking_cfg`` using the global torch RNG."""
+        m = self.masking_cfg
+        return compute_span_mask(
+            batch_size,
+            num_frames,
+            mask_prob=m.mask_prob,
+            mask_length=m.mask_length,
+            min_masks=m.min_masks,
+            require_same_masks=m.require_same_masks,
+            padding_mask=None if padding_mask is None else padding_mask.cpu(),
+        )
+
+    def encode(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        teacher: bool = False,
+        max_layer: int | None = None,
+    ) -> EncoderOutput:
+        """Per-layer representations of the student (or teacher) transformer.
+
+        Args:
+            waveforms: (B, L) standardised audio; lengths: (B,) valid samples or None.
+            mask: (B, T) bool frames to replace by the mask embedding (student only).
+            teacher: run the EMA teacher instead of the student (always unmasked, no grad).
+            max_layer: stop after this many layers.
+
+        Call ``model.eval()`` first for deterministic features (dropout, LayerDrop).
+        """
+        x, padding_mask = self.features(waveforms, lengths)
+        if teacher:
+            if mask is not None:
+                raise ValueError("the teacher always sees unmasked input")
+            with torch.no_grad():
+                out = self.teacher(x, padding_mask, max_layer=max_layer)
+        else:
+            x = self.dropout_input(x)
+            if mask is not None:
+                x = torch.where(mask[..., None].to(x.device), self.mask_embedding.to(x.dtype), x)
+            out = self.student(x, padding_mask, max_layer=max_layer)
+        return EncoderOutput(out.layer_input, out.residuals, out.ffn, padding_mask)
+
+    # ----------------------------------------------------------------------------- training forward
+    @torch.no_grad()
+    def _targets(self, features: Tensor, padding_mask: Tensor | None, mask: Tensor) -> Tensor:
+        """Instance-normalised teacher FFN outputs of the top-K layers at masked frames: (K, M, D) fp32."""
+        out = self.teacher(features, padding_mask)
+        first = self.cfg.num_layers - self.cfg.num_codebook_layers
+        return torch.stack([instance_norm_frames(f, padding_mask)[mask] for f in out.ffn[first:]])
+
+    def _logits(self, out: TransformerOutput, mask: Tensor) -> Tensor:
+        """Head logits at masked frames: (K, M, V) in the compute dtype."""
+        if self.cfg.head_placement == "final":
+            h = out.residuals[-1][mask]
+            return torch.stack([head(h) for head in self.heads])
+        first = self.cfg.num_layers - self.cfg.num_codebook_layers
+        return torch.stack([head(f[mask]) for head, f in zip(self.heads, out.ffn[first:])])
+
+    def forward(
+        self, waveforms: Tensor, lengths: Tensor | None = None, *, mask: Tensor | None = None
+    ) -> DinoSROutput:
+        """Per-masked-frame losses and codebook statistics; mutates nothing.
+
+        Args:
+            waveforms: (B, L) standardised audio.
+            lengths: (B,) valid samples per utterance, or None (no padding).
+            mask: (B, T) bool frames to mask; None samples one with ``masking_cfg`` (global torch RNG).
+                Padded frames are never masked.
+        """
+        features, padding_mask = self.features(waveforms, lengths)
+        b, t, _ = features.shape
+        if mask is None:
+            mask = self.sample_mask(t, padding_mask, b)
+        if mask.shape != (b, t):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != frames {(b, t)}")
+        mask = mask.to(features.device, torch.bool)
+        if padding_mask is not None:
+            mask = mask & ~padding_mask
+
+        # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
+        targets = self._targets(features.detach(), padding_mask, mask)
+        codes = self.codebooks.assign(targets)
+
+        x = self.dropout_input(features)
+        x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
+        logits = self._logits(self.student(x, padding_mask), mask).float()  # CE in fp32 (spec 7)
+        k, m, v = logits.shape
+        losses = F.cross_entropy(logits.reshape(k * m, v), codes.reshape(k * m), reduction="none")
+
+        with torch.no_grad():
+            sums, counts = self.codebooks.batch_stats(targets, codes)
+            pred_prob_sum = logits.detach().softmax(-1).sum(1)
+        return DinoSROutput(
+            losses=losses.view(k, m).t(),
+            num_masked=m,
+            stats=CodebookStats(sums, counts, pred_prob_sum),
+            mask=mask,
+            padding_mask=padding_mask,
+            codes=codes,
+        )
+
+
+def dinosr_base(masking_cfg: MaskingConfig | None = None, **overrides) -> DinoSR:
+    """Official DinoSR base (12 x 768, 8 codebooks x 256); ``overrides`` replace ModelConfig fields."""
+    return DinoSR(ModelConfig(**overrides), masking_cfg)
+
+
+def dinosr_tiny(masking_cfg: MaskingConfig | None = None, **overrides) -> DinoSR:
+    """The CPU-sized 'tiny' preset (see ``tiny_model_config``); ``overrides`` replace its fields."""
+    return DinoSR(replace(tiny_model_config(), **overrides), masking_cfg)
