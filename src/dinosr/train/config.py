@@ -23,7 +23,7 @@ class OptimConfig:
     phase_ratio: tuple[float, float, float] = (0.03, 0.47, 0.50)  # tri-stage warm-up / hold / decay
     init_lr_scale: float = 0.01  # tri-stage: start at lr * this
     final_lr_scale: float = 0.01  # tri-stage / cosine: end at lr * this
-    warmup_steps: int = 0  # cosine: linear warm-up steps (0 = 3% of max_steps)
+    warmup_steps: int = 0  # cosine / constant: linear warm-up steps (0 = 3% of max_steps)
     clip_norm: float = 0.0  # clip_norm (0 = no clipping)
 
     def __post_init__(self) -> None:
@@ -55,6 +55,8 @@ class RunConfig:
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
     collapse_min_active: float = 0.1  # warn when a codebook uses less than this share of codewords
     collapse_min_loss: float = 0.05  # warn when the loss falls below this (teacher-collapse symptom)
+    progress: bool = True  # tqdm progress bar on the terminal (rank 0)
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto = nccl on GPU, gloo on CPU
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "max_steps must be >= 1")
@@ -64,3 +66,5 @@ class RunConfig:
         _check(self.save_every >= 1, "save_every must be >= 1")
         _check(self.keep_last >= 1, "keep_last must be >= 1")
         _check(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
+        _check(0.0 <= self.collapse_min_active <= 1.0, "collapse_min_active must be in [0, 1]")
+        _check(self.collapse_min_loss >= 0, "collapse_min_loss must be >= 0")

@@ -1,0 +1,170 @@
+"""Training metrics: a window accumulator of reducible sums, a JSONL/TensorBoard sink, collapse checks.
+
+Every logged number is computed from sums that were already all-reduced over ranks (losses,
+masked-frame counts, codebook assignment counts, summed prediction probabilities), so the values
+are exact for the global batch rather than rank 0's view of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of each row's normalised distribution.
+
+    Args:
+        counts: (K, V) non-negative counts or summed probabilities.
+
+    Returns:
+        (K,) perplexities in [1, V] (1 for an all-zero row).
+    """
+    counts = counts.double()
+    p = counts / counts.sum(-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+    return entropy.exp().float()
+
+
+def active_codewords(counts: torch.Tensor) -> torch.Tensor:
+    """(K, V) assignment counts -> (K,) number of codewords chosen at least once."""
+    return (counts > 0).sum(-1)
+
+
+class WindowMeter:
+    """Sums of one logging window (a few optimizer steps), all already reduced over ranks."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.skipped_steps = 0
+        self.loss_sum = 0.0  # sum over masked frames of the layer-mean CE
+        self.layer_loss_sum: torch.Tensor | None = None  # (K,)
+        self.num_masked = 0
+        self.audio_samples = 0
+        self.utterances = 0
+        self.bad_files = 0
+        self.counts: torch.Tensor | None = None  # (K, V) target assignments
+        self.pred_prob_sum: torch.Tensor | None = None  # (K, V) summed head softmax
+        self.grad_norm_sum = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, result: dict[str, Any]) -> None:
+        """Accumulate one :meth:`Trainer.train_step` result (reduced sums and a few scalars)."""
+        if not result.get("updated", False):
+            self.skipped_steps += 1
+            return
+        self.steps += 1
+        self.loss_sum += result["loss_sum"]
+        self.num_masked += result["num_masked"]
+        self.audio_samples += result["audio_samples"]
+        self.utterances += result["utterances"]
+        self.bad_files += result["bad_files"]
+        self.grad_norm_sum += result["grad_norm"]
+        for name in ("layer_loss_sum", "counts", "pred_prob_sum"):
+            value = result[name].detach().double().cpu()
+            current = getattr(self, name)
+            setattr(self, name, value if current is None else current + value)
+
+    def summary(self, *, sample_rate: int) -> dict[str, Any]:
+        """Metrics of the window as JSON-friendly values (per-layer values as lists)."""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        steps = max(self.steps, 1)
+        masked = max(self.num_masked, 1)
+        out: dict[str, Any] = {
+            "loss": self.loss_sum / masked,
+            "grad_norm": self.grad_norm_sum / steps,
+            "masked_frames_per_step": self.num_masked / steps,
+            "batch_seconds": self.audio_samples / sample_rate / steps,
+            "utterances_per_step": self.utterances / steps,
+            "audio_seconds_per_second": self.audio_samples / sample_rate / elapsed,
+            "seconds_per_step": elapsed / steps,
+            "skipped_steps": self.skipped_steps,
+            "bad_files": self.bad_files,
+        }
+        if self.layer_loss_sum is not None:
+            out["loss_per_layer"] = (self.layer_loss_sum / masked).tolist()
+        if self.counts is not None:
+            out["target_ppl"] = perplexity(self.counts).tolist()
+            out["active_codewords"] = active_codewords(self.counts).tolist()
+        if self.pred_prob_sum is not None:
+            out["pred_ppl"] = perplexity(self.pred_prob_sum).tolist()
+        return out
+
+
+def collapse_warnings(
+    metrics: dict[str, Any], *, codebook_size: int, min_active: float, min_loss: float
+) -> list[str]:
+    """Human-readable warnings for the teacher-collapse symptoms of spec section 15.
+
+    Args:
+        metrics: a :meth:`WindowMeter.summary`.
+        codebook_size: V.
+        min_active: warn when a codebook uses fewer than ``min_active * V`` codewords in the window.
+        min_loss: warn when the loss is below this (a collapsed teacher is trivially predictable).
+    """
+    warnings = []
+    active = metrics.get("active_codewords") or []
+    low = [k for k, a in enumerate(active) if a < min_active * codebook_size]
+    if low:
+        shown = ", ".join(f"{k}:{active[k]}" for k in low)
+        warnings.append(f"codebook collapse: few active codewords (layer:active of {codebook_size}) {shown}")
+    loss = metrics.get("loss")
+    if loss is not None and math.isfinite(loss) and loss < min_loss:
+        warnings.append(f"loss {loss:.4f} < {min_loss}: the teacher may have collapsed (spec section 15)")
+    return warnings
+
+
+class MetricsLogger:
+    """Writes one JSON object per line to ``metrics.jsonl`` (always) and TensorBoard scalars (optional).
+
+    Only rank 0 should create one with ``enabled=True``; a disabled logger ignores everything.
+    """
+
+    def __init__(self, workdir: str | Path, *, tensorboard: bool = False, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(workdir) / "metrics.jsonl"
+        self._file = None
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", buffering=1)  # line-buffered: tail -f works, crashes lose nothing
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # pragma: no cover - optional dependency
+                log.warning("tensorboard is not installed; pip install 'dinosr[tensorboard]'")
+            else:
+                self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": time.time(), **metrics}
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"train/{key}", value, step)
+                elif isinstance(value, list) and value and isinstance(value[0], (int, float)):
+                    for k, v in enumerate(value):
+                        self._tb.add_scalar(f"train/{key}/{k}", v, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
