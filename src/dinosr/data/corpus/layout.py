@@ -1,0 +1,62 @@
+"""Writers for the corpus layout of docs/DESIGN.md ("Corpus layout"), all atomic.
+
+Kept inside ``corpus/`` so the generator depends on nothing but the layout contract; the readers
+live in ``dinosr.data.manifest`` and ``dinosr.data.alignments``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash never leaves a half-written manifest that a later run would trust.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def manifest_text(root: Path, rows: Iterable[tuple[str, int]]) -> str:
+    """fairseq manifest: the root on the first line, then ``relative_path<TAB>num_samples``."""
+    lines = [str(root)]
+    lines += [f"{rel}\t{num_samples}" for rel, num_samples in rows]
+    return "\n".join(lines) + "\n"
+
+
+def normalise_words(words: Iterable[str]) -> list[str]:
+    """Upper-case words with only letters and apostrophes kept (LibriSpeech/fairseq style)."""
+    out = []
+    for word in words:
+        clean = re.sub(r"[^A-Z']", "", word.upper())
+        if clean:
+            out.append(clean)
+    return out
+
+
+def letters(words: list[str]) -> str:
+    """fairseq ``.ltr`` line: letters separated by spaces, ``|`` after every word."""
+    return " ".join(" ".join(word) + " |" for word in words)
+
+
+def alignment_lines(utt: str, segments: Iterable[tuple[str, float, float]]) -> list[str]:
+    """``utt<TAB>start<TAB>end<TAB>phone`` lines (seconds, 4 decimals)."""
+    return [f"{utt}\t{start:.4f}\t{end:.4f}\t{phone}" for phone, start, end in segments]
