@@ -141,3 +141,12 @@ def test_other_rate_uses_manifest_rate(tmp_path):
     loader = build_train_loader(_cfg(min_sample_size=1500, max_tokens=10**5), entries)
     (batch,) = list(loader)
     assert batch.waveforms.shape == (2, 2000)
+
+
+def test_manifest_rate_for_tsv_without_rates(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(1000).astype(np.float32), 8000)
+    entries = [ManifestEntry("a", path, 1000)] * 2
+    loader = build_train_loader(_cfg(min_sample_size=1500, max_tokens=10**5, manifest_rate=8000), entries)
+    (batch,) = list(loader)
+    assert batch.waveforms.shape == (2, 2000)

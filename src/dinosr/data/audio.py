@@ -61,7 +61,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         wav, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as err:
         msg = str(err)
-        if "Format not recognised" in msg or "unknown format" in msg.lower():
+        if msg.startswith("Error opening"):  # libsndfile could not parse a header it knows
             raise AudioError(path, f"unsupported or corrupt audio format ({msg})") from None
         raise AudioError(path, f"corrupt or truncated audio ({msg})") from None
     except (RuntimeError, OSError, ValueError) as err:

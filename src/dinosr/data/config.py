@@ -28,6 +28,7 @@ class DataConfig:
     num_buckets: int = 0  # length buckets for batching (0 = sort by length, like fairseq)
     num_workers: int = 2  # DataLoader worker processes
     skip_bad_files: bool = False  # skip (and count) unreadable audio instead of failing
+    manifest_rate: int = 0  # rate of num_samples in manifests that do not record one (0 = sample_rate)
 
     def __post_init__(self) -> None:
         _check(self.sample_rate > 0, "sample_rate must be > 0")
@@ -37,3 +38,4 @@ class DataConfig:
         _check(self.max_batch_size >= 0, "max_batch_size must be >= 0")
         _check(self.num_buckets >= 0, "num_buckets must be >= 0")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(self.manifest_rate >= 0, "manifest_rate must be >= 0 (0 = sample_rate)")

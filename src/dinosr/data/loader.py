@@ -15,11 +15,14 @@ from dinosr.data.sampler import BucketBatchSampler, cropped_fraction
 log = logging.getLogger(__name__)
 
 
-def training_length(entry: ManifestEntry, sample_rate: int) -> int:
-    """Length in samples at ``sample_rate``; manifests without a rate are assumed to be at it (fairseq)."""
-    if entry.sample_rate and entry.sample_rate != sample_rate:
-        return entry.num_samples * sample_rate // entry.sample_rate
-    return entry.num_samples
+def training_length(entry: ManifestEntry, sample_rate: int, manifest_rate: int = 0) -> int:
+    """Length in samples at ``sample_rate`` (what the sampler budgets with).
+
+    ``num_samples`` counts at the entry's own rate if the manifest records one, else at
+    ``manifest_rate``, else (fairseq's assumption) at ``sample_rate``.
+    """
+    rate = entry.sample_rate or manifest_rate or sample_rate
+    return entry.num_samples * sample_rate // rate
 
 
 class TrainLoader:
@@ -71,7 +74,7 @@ def build_train_loader(
     `BucketBatchSampler` and loaded by ``cfg.num_workers`` workers. Every rank must pass the
     same ``entries`` and ``seed``.
     """
-    lengths = [training_length(e, cfg.sample_rate) for e in entries]
+    lengths = [training_length(e, cfg.sample_rate, cfg.manifest_rate) for e in entries]
     kept = [i for i, n in enumerate(lengths) if n >= cfg.min_sample_size]
     if len(kept) < len(entries):
         log.info(
