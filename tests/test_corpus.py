@@ -1,0 +1,218 @@
+"""Corpus generator: .pho and Festival parsing, length checks, a tiny Festival run, the bundled corpus."""
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dinosr.data.corpus import bundled_corpus
+from dinosr.data.corpus.festival import (
+    FESTIVAL_VOICES,
+    FestivalRequest,
+    build_script,
+    festival_segments,
+    parse_festival_output,
+)
+from dinosr.data.corpus.layout import letters, normalise_words
+from dinosr.data.corpus.mbrola import parse_pho, pho_segments
+from dinosr.data.corpus.phones import PHONES
+from dinosr.data.corpus.synth import (
+    UtteranceError,
+    add_noise,
+    choose_valid_speakers,
+    make_speakers,
+    reconcile,
+    speech_power,
+)
+
+# A hand-written .pho in the format espeak-ng --pho writes for mb-us1 ("the boy").
+PHO_SAMPLE = """\
+; espeak-ng output for mb-us1
+_ 120
+D 45 0 110 80 105
+@ 60 50 100
+b 70
+OI 180 20 130 80 120
+_ 225 ; final pause
+#
+"""
+
+# Captured `festival --batch` output of build_script() for "Hello world." with kal_diphone.
+FESTIVAL_SAMPLE = """\
+UTT u1
+WORD Hello
+WORD world
+SEG pau 0.220000
+SEG hh 0.265391
+SEG ax 0.310772
+SEG l 0.365541
+SEG ow 0.520117
+SEG w 0.587413
+SEG er 0.701226
+SEG l 0.793540
+SEG d 0.884901
+SEG pau 1.104901
+DONE u1
+UTT u2
+FAILED
+"""
+
+
+def test_parse_pho():
+    phones = parse_pho(PHO_SAMPLE)
+    assert [p for p, _ in phones] == ["_", "D", "@", "b", "OI", "_"]
+    assert phones[1][1] == pytest.approx(0.045)
+    segs = pho_segments(phones)
+    assert [s[0] for s in segs] == ["sil", "DH", "AH", "B", "OY", "sil"]
+    assert segs[-1][2] == pytest.approx(0.7)
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(segs))
+
+
+def test_parse_pho_rejects_bad_line():
+    with pytest.raises(ValueError, match="bad"):
+        parse_pho("D\n")
+
+
+def test_parse_festival_output():
+    results = parse_festival_output(FESTIVAL_SAMPLE)
+    assert list(results) == ["u1"]  # u2 failed and is left out
+    res = results["u1"]
+    assert res.words == ["Hello", "world"]
+    segs = festival_segments(res)
+    assert [s[0] for s in segs] == ["sil", "HH", "AH", "L", "OW", "W", "ER", "L", "D", "sil"]
+    assert segs[0][1] == 0.0
+    assert segs[-1][2] == pytest.approx(1.104901)
+
+
+def test_build_script_escapes_text():
+    req = FestivalRequest("u1", 'He said "hi" \\ bye', "/tmp/x.wav", phone_factors=[1.1, 0.9])
+    script = build_script(FESTIVAL_VOICES["kal"], [req])
+    assert '"He said \\"hi\\" \\\\ bye"' in script
+    assert "'(1.1000 0.9000)" in script
+    assert "(voice_kal_diphone)" in script
+    hts = build_script(FESTIVAL_VOICES["slt"], [req])
+    assert '("-r" 1.0000)' in hts
+    assert "1.1000" not in hts
+
+
+def test_reconcile_checks_length():
+    sr = 16000
+    audio = np.zeros(sr, dtype=np.float32)
+    segs = [("sil", 0.0, 0.5), ("AH", 0.5, 0.995)]
+    assert reconcile(audio, segs) is audio  # 5 ms off: fine
+    with pytest.raises(UtteranceError):
+        reconcile(audio, [("sil", 0.0, 0.5), ("AH", 0.5, 0.9)])  # 100 ms off
+    # a short silent tail after a final silence label is trimmed (diphone voices emit one) ...
+    trimmed = reconcile(audio, [("AH", 0.0, 0.5), ("sil", 0.5, 0.97)])
+    assert len(trimmed) == round(0.97 * sr)
+    # ... but not when it holds sound
+    loud = audio.copy()
+    loud[-200:] = 0.5
+    with pytest.raises(UtteranceError):
+        reconcile(loud, [("AH", 0.0, 0.5), ("sil", 0.5, 0.97)])
+
+
+def test_noise_snr():
+    rng = np.random.default_rng(0)
+    speech = np.sin(np.arange(32000) * 0.05).astype(np.float32) * 0.1
+    noisy = add_noise(speech, 40.0, rng)
+    snr = 10 * np.log10(speech_power(speech) / np.mean((noisy - speech) ** 2))
+    assert snr == pytest.approx(40.0, abs=0.5)
+
+
+def test_speakers_and_valid_split():
+    speakers = make_speakers(["kal", "slt"])
+    assert [s.name for s in speakers] == ["kala", "kalb", "kalc", "slta", "sltb", "sltc"]
+    valid = choose_valid_speakers(speakers, 2)
+    assert len(valid) == 2
+    assert {v[:3] for v in valid} == {"kal", "slt"}
+
+
+def test_transcripts():
+    words = normalise_words(["Hello,", "world's", "42"])
+    assert words == ["HELLO", "WORLD'S"]
+    assert letters(["AB", "C"]) == "A B | C |"
+
+
+@pytest.mark.skipif(shutil.which("festival") is None or not Path(FESTIVAL_VOICES["kal"].directory).is_dir(),
+                    reason="needs Debian packages festival and festvox-kallpc16k")  # fmt: skip
+def test_tiny_festival_synthesis(tmp_path):
+    from dinosr.data.corpus.synth import synthesize_corpus
+
+    speakers = make_speakers(["kal"], variants=2)  # kala (plain) and kalb (resampled)
+    sentences = ["The boy found a coin.", "Measure the treasure quickly."]
+    summary = synthesize_corpus(tmp_path, sentences, speakers, seed=0, valid_speakers=["kalb"], jobs=1)
+    assert summary.num_utterances == 2
+    assert not summary.failures
+    corpus = _load(tmp_path)
+    for utt, (path, _) in corpus["audio"].items():
+        info = sf.info(path)
+        assert info.samplerate == 16000
+        assert info.channels == 1
+        segs = corpus["align"][utt]
+        assert abs(segs[-1][1] - info.frames / 16000) <= 0.010
+        assert segs[0][0] == 0.0
+    assert corpus["train_speakers"] == {"kala"}
+    assert corpus["valid_speakers"] == {"kalb"}
+    assert (tmp_path / "train.wrd").read_text().split("\n")[0] in {
+        "THE BOY FOUND A COIN",
+        "MEASURE THE TREASURE QUICKLY",
+    }
+
+
+def _load(root: Path) -> dict:
+    """Read a corpus directory with nothing but the stdlib and soundfile."""
+    audio, split_of = {}, {}
+    for split in ("train", "valid"):
+        lines = (root / f"{split}.tsv").read_text().splitlines()
+        base = Path(lines[0])
+        base = base if base.is_absolute() else root / base
+        for line in lines[1:]:
+            rel, n = line.split("\t")
+            utt = Path(rel).stem
+            audio[utt] = (base / rel, int(n))
+            split_of[utt] = split
+        assert len((root / f"{split}.wrd").read_text().splitlines()) == len(lines) - 1
+        assert len((root / f"{split}.ltr").read_text().splitlines()) == len(lines) - 1
+    align: dict[str, list[tuple[float, float, str]]] = {}
+    for line in (root / "alignments.tsv").read_text().splitlines():
+        utt, start, end, phone = line.split("\t")
+        align.setdefault(utt, []).append((float(start), float(end), phone))
+    speakers = dict(line.split("\t") for line in (root / "speakers.tsv").read_text().splitlines())
+    return {
+        "audio": audio,
+        "align": align,
+        "speakers": speakers,
+        "train_speakers": {speakers[u] for u, s in split_of.items() if s == "train"},
+        "valid_speakers": {speakers[u] for u, s in split_of.items() if s == "valid"},
+    }
+
+
+def test_bundled_corpus():
+    root = bundled_corpus()
+    corpus = _load(root)
+    meta = json.loads((root / "corpus.json").read_text())
+    assert len(corpus["audio"]) == meta["num_utterances"] >= 100
+    assert corpus["train_speakers"]
+    assert corpus["valid_speakers"]
+    assert not corpus["train_speakers"] & corpus["valid_speakers"]
+    assert set(corpus["align"]) == set(corpus["audio"]) == set(corpus["speakers"])
+    phones = set()
+    for _utt, (path, num_samples) in sorted(corpus["audio"].items())[::10]:  # a sample keeps it fast
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.frames) == (16000, 1, num_samples)
+    for utt, segs in corpus["align"].items():
+        _, num_samples = corpus["audio"][utt]
+        assert segs[0][0] == 0.0
+        assert segs[-1][1] == pytest.approx(num_samples / 16000, abs=1e-3)
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(segs))  # contiguous
+        phones.update(p for _, _, p in segs)
+    assert phones <= set(PHONES)
+    assert len(phones) == 40  # all 39 ARPAbet phones + sil occur
+    minutes = sum(n for _, n in corpus["audio"].values()) / 16000 / 60
+    assert minutes == pytest.approx(meta["hours"] * 60, rel=1e-3)
+    assert minutes > 10
