@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dinosr.model import DinoSR, MaskingConfig, ModelConfig, tiny_model_config
+from dinosr.model import DinoSR, MaskingConfig, ModelConfig, instance_norm_frames, tiny_model_config
 from dinosr.model.config import BASE_CONV_LAYERS
 
 
@@ -180,7 +180,7 @@ def test_gradient_accumulation_semantics():
     """
     model = _model().eval()
     wav = _wav(4, 4800)
-    mask = model.sample_mask(model.frame_lengths(torch.tensor([4800])).item(), None, 4)
+    mask = model.sample_mask(4, model.frame_lengths(torch.tensor([4800])).item())
     whole = model(wav, mask=mask)
     parts = [model(wav[:2], mask=mask[:2]), model(wav[2:], mask=mask[2:])]
     summed = parts[0].stats + parts[1].stats
@@ -248,3 +248,33 @@ def test_student_encode_uses_mask_embedding():
     assert not torch.allclose(plain.residuals[-1], masked.residuals[-1])
     # Teacher is an exact copy at step 0 (official init).
     assert torch.allclose(plain.residuals[-1], teacher.residuals[-1], atol=1e-6)
+
+
+def test_instance_norm_matches_per_utterance_reference():
+    x = torch.randn(2, 7, 4) * 3 + 1
+    padding = torch.tensor([[False] * 7, [False] * 5 + [True] * 2])
+    out = instance_norm_frames(x, padding)
+    for b, t in enumerate([7, 5]):
+        ref = torch.nn.functional.instance_norm(x[b : b + 1, :t].transpose(1, 2), eps=1e-5).transpose(1, 2)
+        assert torch.allclose(out[b, :t], ref[0], atol=1e-5)
+    assert torch.allclose(
+        instance_norm_frames(x),
+        torch.nn.functional.instance_norm(x.transpose(1, 2)).transpose(1, 2),
+        atol=1e-5,
+    )
+
+
+def test_targets_and_losses_match_manual_computation():
+    model = _model().eval()
+    wav = _wav()
+    out = model(wav)
+    with torch.no_grad():
+        teacher = model.encode(wav, teacher=True)
+        student = model.encode(wav, mask=out.mask)
+    for k, layer in enumerate(model.cfg.codebook_layers):  # 1-based layers 2, 3
+        z = instance_norm_frames(teacher.ffn[layer - 1])[out.mask]
+        dist2 = torch.cdist(z, model.codebooks.centroids()[k]) ** 2
+        assert torch.equal(out.codes[k], dist2.argmin(-1))
+        logp = model.heads[k](student.residuals[-1][out.mask]).log_softmax(-1)
+        ref = -logp.gather(1, out.codes[k][:, None]).squeeze(1)
+        assert torch.allclose(out.losses[:, k], ref, atol=1e-5)

@@ -182,8 +182,8 @@ class DinoSR(nn.Module):
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
         return x, padding_mask
 
-    def sample_mask(self, num_frames: int, padding_mask: Tensor | None, batch_size: int) -> Tensor:
-        """(B, T) bool span mask from ``masking_cfg`` using the global torch RNG."""
+    def sample_mask(self, batch_size: int, num_frames: int, padding_mask: Tensor | None = None) -> Tensor:
+        """(B, T) bool span mask (CPU) from ``masking_cfg`` using the global torch RNG."""
         m = self.masking_cfg
         return compute_span_mask(
             batch_size,
@@ -257,7 +257,7 @@ class DinoSR(nn.Module):
         features, padding_mask = self.features(waveforms, lengths)
         b, t, _ = features.shape
         if mask is None:
-            mask = self.sample_mask(t, padding_mask, b)
+            mask = self.sample_mask(b, t, padding_mask)
         if mask.shape != (b, t):
             raise ValueError(f"mask shape {tuple(mask.shape)} != frames {(b, t)}")
         mask = mask.to(features.device, torch.bool)
