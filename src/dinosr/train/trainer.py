@@ -167,7 +167,7 @@ class Trainer:
                 continue
             self.bad_steps = 0
             self._tick_progress()
-            if self.step % run.log_every == 0 or self.step == stop_at:
+            if self.step % run.log_every == 0:
                 self.log()
             if self.step % run.save_every == 0:
                 self.save()
@@ -176,6 +176,8 @@ class Trainer:
             ):
                 log.info("max_minutes=%g reached at step %d", run.max_minutes, self.step)
                 break
+        if self.meter.steps:
+            self.log()  # the last, partial window
         if self._saved_step != self.step:
             self.save()
         return self.step

@@ -1,0 +1,72 @@
+"""`dinosr pretrain CONFIG [--set section.key=value ...]`: one command for 1 process, torchrun and srun.
+
+Restarting the same command continues from the newest checkpoint in ``run.workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="DinoSR self-supervised pretraining (resumes from run.workdir)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("config", help="TOML config file, or a packaged preset name: base, tiny")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set optim.lr=3e-4 --set data.manifest=train.tsv",
+    )
+    parser.set_defaults(func=run)
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the packaged preset of that name (``tiny`` / ``base``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    from dinosr.configs import PRESETS, preset_path
+
+    if name in PRESETS:
+        return preset_path(name)
+    return path  # load_config reports the missing file
+
+
+def run(args: argparse.Namespace) -> int:
+    from dinosr.config import ConfigError, load_config
+    from dinosr.train import distributed as dist
+    from dinosr.train.trainer import Trainer, TrainingDiverged
+
+    try:
+        cfg = load_config(resolve_config_path(args.config), args.overrides)
+    except ConfigError as err:
+        log.error("%s", err)
+        return 2
+    env = dist.detect_environment()
+    if env.rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank talks; the others only warn
+    device = dist.select_device(env, cfg.run.device)
+    dist.init_distributed(env, device, backend=cfg.run.dist_backend)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, device=device)
+        steps = trainer.fit()
+        log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
+        return 0
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        return 1
+    finally:
+        if trainer is not None:
+            trainer.close()
+        dist.shutdown()
