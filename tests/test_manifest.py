@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,19 @@ import soundfile as sf
 
 from dinosr.cli import main
 from dinosr.data.manifest import ManifestEntry, ManifestError, read_manifest, write_manifest
+
+
+def _wav(num_samples: int) -> bytes:
+    """A 16-bit mono 16 kHz WAV, built by hand: thousands of files in well under a second."""
+    data = bytes(2 * num_samples)
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16)
+    return (
+        struct.pack("<4sI4s", b"RIFF", 36 + len(data), b"WAVE")
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 def _tree(root: Path, n: int, *, ext: str = "wav") -> dict[str, int]:
@@ -24,7 +38,10 @@ def _tree(root: Path, n: int, *, ext: str = "wav") -> dict[str, int]:
         d.mkdir(parents=True, exist_ok=True)
         size = int(rng.integers(1, 40))
         path = d / f"utt{i}.{ext}"
-        sf.write(path, np.zeros(size, dtype=np.int16), 16000, subtype="PCM_16")
+        if ext == "wav":
+            path.write_bytes(_wav(size))
+        else:
+            sf.write(path, np.zeros(size, dtype=np.int16), 16000, subtype="PCM_16")
         sizes[os.path.realpath(path)] = size
     return sizes
 
