@@ -179,7 +179,7 @@ def _load(root: Path) -> dict:
         assert len((root / f"{split}.wrd").read_text().splitlines()) == len(lines) - 1
         assert len((root / f"{split}.ltr").read_text().splitlines()) == len(lines) - 1
     align: dict[str, list[tuple[float, float, str]]] = {}
-    for line in (root / "alignments.tsv").read_text().splitlines():
+    for line in (root / "alignments.tsv").read_text().splitlines()[1:]:  # skip the header
         utt, start, end, phone = line.split("\t")
         align.setdefault(utt, []).append((float(start), float(end), phone))
     speakers = dict(line.split("\t") for line in (root / "speakers.tsv").read_text().splitlines())
@@ -216,3 +216,18 @@ def test_bundled_corpus():
     minutes = sum(n for _, n in corpus["audio"].values()) / 16000 / 60
     assert minutes == pytest.approx(meta["hours"] * 60, rel=1e-3)
     assert minutes > 10
+
+
+def test_bundled_corpus_reads_with_library_readers():
+    """The manifest's relative root resolves against the manifest; alignments cover every utterance."""
+    from dinosr.data.alignments import load_frame_labels
+    from dinosr.data.manifest import read_manifest
+
+    root = bundled_corpus()
+    entries = read_manifest(root / "train.tsv") + read_manifest(root / "valid.tsv")
+    assert all(e.path.is_file() for e in entries)
+    labels = load_frame_labels(root / "alignments.tsv")
+    assert {e.name for e in entries} == set(labels)
+    for e in entries[:20]:
+        # 20 ms frames: the label sequence spans the audio within one frame
+        assert abs(len(labels[e.name]) - e.num_samples / 320) <= 1.5

@@ -88,6 +88,10 @@ def _read_tsv(path: Path) -> list[ManifestEntry]:
     if not lines or not lines[0].strip():
         raise ManifestError(f"{path}:1: a fairseq manifest starts with the root directory")
     root = Path(lines[0].strip())
+    if not root.is_absolute():
+        # A relative root (e.g. "." in the bundled corpus) is relative to the manifest itself,
+        # so a corpus directory can be moved or installed anywhere.
+        root = path.parent / root
     entries = []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():

@@ -442,6 +442,7 @@ def write_corpus_files(
     for r in records:
         align += alignment_lines(r["utt"], [tuple(seg) for seg in r["segments"]])
         phone_counts.update(seg[0] for seg in r["segments"])
-    atomic_write_text(root / "alignments.tsv", "\n".join(align) + "\n")
+    header = "utt\tstart\tend\tphone"
+    atomic_write_text(root / "alignments.tsv", "\n".join([header, *align]) + "\n")
     atomic_write_text(root / "speakers.tsv", "".join(f"{r['utt']}\t{r['speaker']}\n" for r in records))
     return phone_counts
