@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,14 @@ def build_loader(cfg: Config, *, rank: int, world_size: int):
     from dinosr.data.loader import build_train_loader
     from dinosr.data.manifest import read_manifest
 
-    manifest = cfg.data.manifest
-    if not manifest:
+    if cfg.data.manifest:
+        entries = read_manifest(cfg.data.manifest)
+    else:
         from dinosr.data.corpus import bundled_corpus
 
-        manifest = str(Path(bundled_corpus()) / "train.tsv")
-    entries = read_manifest(manifest)
+        root = Path(bundled_corpus())
+        # The bundled manifest's root is relative ("."): anchor it at the corpus, not the cwd.
+        entries = [replace(e, path=root / e.path) for e in read_manifest(root / "train.tsv")]
     return build_train_loader(cfg.data, entries, rank=rank, world_size=world_size, seed=cfg.run.seed)
 
 
