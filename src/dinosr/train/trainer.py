@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +77,7 @@ def build_loader(cfg: Config, *, rank: int, world_size: int):
     else:
         from dinosr.data.corpus import bundled_corpus
 
-        root = Path(bundled_corpus())
-        # The bundled manifest's root is relative ("."): anchor it at the corpus, not the cwd.
-        entries = [replace(e, path=root / e.path) for e in read_manifest(root / "train.tsv")]
+        entries = read_manifest(Path(bundled_corpus()) / "train.tsv")
     return build_train_loader(cfg.data, entries, rank=rank, world_size=world_size, seed=cfg.run.seed)
 
 
@@ -307,16 +304,24 @@ class Trainer:
         """DDP over the currently trainable parameters (the bare model for one process)."""
         if not dist.is_distributed():
             return self.model
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
+        # Codebooks and the teacher are buffers/frozen parameters that post_step updates identically on
+        # every rank from all-reduced statistics: nothing to broadcast before each forward.
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
         return DistributedDataParallel(
             self.model,
             device_ids=[self.device] if self.device.type == "cuda" else None,
-            # LayerDrop skips whole layers at random, so some parameters get no gradient in a step.
-            find_unused_parameters=True,
-            # Codebooks and the teacher are buffers/frozen parameters updated identically on every rank
-            # by post_step from all-reduced statistics: nothing to broadcast before each forward.
-            broadcast_buffers=False,
+            # LayerDrop skips whole layers at random, so those parameters get no gradient in that step.
+            # (Frozen parameters are handled by re-wrapping at the freeze, see _maybe_freeze.)
+            find_unused_parameters=self.cfg.model.layerdrop > 0,
+            **no_buffer_sync,
         )
 
     def _next_batch(self) -> Any:
