@@ -44,7 +44,11 @@ def test_resume_is_exact(tmp_path, corpus, num_workers):
     assert first.fit(until_step=3) == 3
     first.close()
     second = Trainer(micro_config(tmp_path / "b", corpus, **sections))
+    steps_run = []
+    train_step = second.train_step
+    second.train_step = lambda *args, **kwargs: steps_run.append(1) or train_step(*args, **kwargs)
     assert second.fit() == 6
+    assert len(steps_run) == 3  # it continued from the checkpoint instead of starting over
     got = _final_state(second)
     second.close()
     assert got.keys() == expected.keys()
