@@ -28,15 +28,26 @@ class CodebookStats:
     sums: (K, V, D) fp32, sum of the targets assigned to each codeword.
     counts: (K, V) fp32, number of targets assigned to each codeword.
     pred_prob_sum: (K, V) fp32, summed softmax of the prediction heads (for prediction perplexity).
+    samples: (K, S, D) fp32 random teacher targets for the small-batch remedies (k-means init, dead-codeword
+        restarts; ``dinosr.model.remedies``), or None (official recipe). Concatenated, not summed.
     """
 
     sums: Tensor
     counts: Tensor
     pred_prob_sum: Tensor
+    samples: Tensor | None = None
 
     def __add__(self, other: CodebookStats) -> CodebookStats:
+        samples = self.samples
+        if samples is None or other.samples is None:
+            samples = samples if other.samples is None else other.samples
+        else:
+            samples = torch.cat([samples, other.samples], dim=1)
         return CodebookStats(
-            self.sums + other.sums, self.counts + other.counts, self.pred_prob_sum + other.pred_prob_sum
+            self.sums + other.sums,
+            self.counts + other.counts,
+            self.pred_prob_sum + other.pred_prob_sum,
+            samples,
         )
 
     def all_reduce(self) -> CodebookStats:
@@ -48,6 +59,10 @@ class CodebookStats:
             self.sums.copy_(flat[:n_sums].view_as(self.sums))
             self.counts.copy_(flat[n_sums : n_sums + n_counts].view_as(self.counts))
             self.pred_prob_sum.copy_(flat[n_sums + n_counts :].view_as(self.pred_prob_sum))
+            if self.samples is not None:  # same S on every rank (a fixed number per micro-batch)
+                gathered = [torch.empty_like(self.samples) for _ in range(dist.get_world_size())]
+                dist.all_gather(gathered, self.samples.contiguous())
+                self.samples = torch.cat(gathered, dim=1)
         return self
 
     def target_perplexity(self) -> Tensor:

@@ -29,6 +29,7 @@ from dinosr.model.encoder import (
     lengths_to_padding_mask,
 )
 from dinosr.model.masking import compute_span_mask
+from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign, step_decay
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 if TYPE_CHECKING:
@@ -120,6 +121,17 @@ class DinoSR(nn.Module):
         k = cfg.num_codebook_layers
         self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for _ in range(k))
         self.codebooks = Codebooks(k, cfg.codebook_size, d)
+        # Small-batch remedies (docs/small_batch.md); absent in the official recipe (same state dict).
+        self.codebook_upkeep = (
+            CodebookUpkeep(
+                k,
+                cfg.codebook_size,
+                kmeans_init=cfg.codebook_init == "kmeans",
+                restart_steps=cfg.codebook_restart_steps,
+            )
+            if cfg.needs_codebook_samples
+            else None
+        )
 
     # ----------------------------------------------------------------------------- state / schedule
     def train(self, mode: bool = True) -> DinoSR:
@@ -162,7 +174,13 @@ class DinoSR(nn.Module):
         extractor + projection stop training. Codebooks keep updating after the freeze (spec 4).
         """
         if stats is not None:
-            self.codebooks.update(stats.sums, stats.counts, self.cfg.codebook_decay)
+            c = self.cfg
+            frames = float(stats.counts[0].sum()) if c.codebook_decay_frames > 0 else 0.0
+            decay = step_decay(c.codebook_decay, frames, c.codebook_decay_frames)
+            if self.codebook_upkeep is not None:
+                self.codebook_upkeep.apply(self.codebooks, stats, step, decay)
+            else:
+                self.codebooks.update(stats.sums, stats.counts, decay)
         decay = self.ema_decay(step)
         if decay < 1.0:
             ema_update(self.teacher, self.student, decay)
@@ -311,7 +329,15 @@ class DinoSR(nn.Module):
 
         # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
         targets = self._targets(features.detach(), padding_mask, mask)
-        codes = self.codebooks.assign(targets)
+        if self.training and self.cfg.target_assignment == "sinkhorn" and targets.shape[1] > 0:
+            codes = sinkhorn_assign(
+                targets,
+                self.codebooks.centroids(),
+                iters=self.cfg.sinkhorn_iters,
+                temperature=self.cfg.sinkhorn_temperature,
+            )
+        else:
+            codes = self.codebooks.assign(targets)
 
         x = self.dropout_input(features)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
@@ -322,10 +348,15 @@ class DinoSR(nn.Module):
         with torch.no_grad():
             sums, counts = self.codebooks.batch_stats(targets, codes)
             pred_prob_sum = logits.detach().softmax(-1).sum(1)
+            samples = (
+                sample_frames(targets, self.cfg.codebook_sample_frames)
+                if self.codebook_upkeep is not None
+                else None
+            )
         return DinoSROutput(
             losses=losses.view(k, m).t(),
             num_masked=m,
-            stats=CodebookStats(sums, counts, pred_prob_sum),
+            stats=CodebookStats(sums, counts, pred_prob_sum, samples),
             mask=mask,
             padding_mask=padding_mask,
             codes=codes,
