@@ -181,3 +181,17 @@ def test_config_rejects_bad_values():
         _cfg(codebook_restart_steps=-1)
     with pytest.raises(ValueError, match="sinkhorn_temperature"):
         _cfg(sinkhorn_temperature=0.0)
+
+
+def test_collapse_warnings_name_the_remedies():
+    from dinosr.train.metrics_log import collapse_warnings
+
+    healthy = {"active_codewords": [200, 180], "target_ppl": [120.0, 90.0], "loss": 3.0}
+    assert collapse_warnings(healthy, codebook_size=256, min_active=0.1, min_loss=0.05) == []
+    collapsed = {"active_codewords": [200, 12], "target_ppl": [120.0, 4.5], "loss": 0.01}
+    warnings = collapse_warnings(collapsed, codebook_size=256, min_active=0.1, min_loss=0.05)
+    assert len(warnings) == 3  # active codewords, perplexity, loss
+    assert any("perplexity" in w and "1:4.5" in w for w in warnings)
+    for w in warnings:
+        assert "codebook_init" in w
+        assert "codebook_restart_steps" in w

@@ -102,6 +102,14 @@ class WindowMeter:
         return out
 
 
+# Named in every collapse warning: the small-batch options of docs/small_batch.md.
+COLLAPSE_REMEDIES = (
+    'remedies (docs/small_batch.md): model.codebook_init="kmeans", model.codebook_restart_steps=N, '
+    'model.codebook_decay_frames=F, model.target_assignment="sinkhorn", or a larger batch '
+    "(data.max_tokens, run.grad_accum)"
+)
+
+
 def collapse_warnings(
     metrics: dict[str, Any], *, codebook_size: int, min_active: float, min_loss: float
 ) -> list[str]:
@@ -110,19 +118,31 @@ def collapse_warnings(
     Args:
         metrics: a :meth:`WindowMeter.summary`.
         codebook_size: V.
-        min_active: warn when a codebook uses fewer than ``min_active * V`` codewords in the window.
+        min_active: warn when a codebook uses fewer than ``min_active * V`` codewords in the window, or its
+            target perplexity is below ``min_active * V``.
         min_loss: warn when the loss is below this (a collapsed teacher is trivially predictable).
+
+    Every warning ends with the remedy options (``COLLAPSE_REMEDIES``).
     """
     warnings = []
+    floor = min_active * codebook_size
     active = metrics.get("active_codewords") or []
-    low = [k for k, a in enumerate(active) if a < min_active * codebook_size]
+    low = [k for k, a in enumerate(active) if a < floor]
     if low:
         shown = ", ".join(f"{k}:{active[k]}" for k in low)
         warnings.append(f"codebook collapse: few active codewords (layer:active of {codebook_size}) {shown}")
+    ppl = metrics.get("target_ppl") or []
+    low_ppl = [k for k, p in enumerate(ppl) if p < floor]
+    if low_ppl:
+        shown = ", ".join(f"{k}:{ppl[k]:.1f}" for k in low_ppl)
+        warnings.append(
+            f"codebook collapse: target perplexity below {floor:.0f} "
+            f"(layer:perplexity of {codebook_size}) {shown}"
+        )
     loss = metrics.get("loss")
     if loss is not None and math.isfinite(loss) and loss < min_loss:
         warnings.append(f"loss {loss:.4f} < {min_loss}: the teacher may have collapsed (spec section 15)")
-    return warnings
+    return [f"{w}; {COLLAPSE_REMEDIES}" for w in warnings]
 
 
 class MetricsLogger:
