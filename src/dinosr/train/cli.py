@@ -59,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     dist.init_distributed(env, device, backend=cfg.run.dist_backend)
     trainer = None
     try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         trainer = Trainer(cfg, device=device)
-        steps = trainer.fit()
+        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+            steps = trainer.fit()
         log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
         return 0
     except TrainingDiverged as err:
