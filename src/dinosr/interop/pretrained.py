@@ -125,7 +125,6 @@ def state_to_model(
 
 # fairseq DinosrAudioConfig fields we honour when the checkpoint's cfg is readable (else defaults).
 _FAIRSEQ_MODEL_FIELDS = {
-    "encoder_attention_heads": "num_heads",
     "encoder_layerdrop": "layerdrop",
     "dropout": "dropout",
     "attention_dropout": "attention_dropout",
@@ -193,6 +192,9 @@ def _import_fairseq(checkpoint: Mapping[str, Any], num_heads: int | None) -> Din
     section = _fairseq_model_section(checkpoint)
     base = _override(ModelConfig(), section, _FAIRSEQ_MODEL_FIELDS)
     masking = _override(MaskingConfig(), section, _FAIRSEQ_MASK_FIELDS)
+    heads = _plain_value(section.get("encoder_attention_heads"))
+    if num_heads is None and isinstance(heads, int) and not isinstance(heads, bool):
+        num_heads = heads
     return state_to_model(state, infer_model_config(state, base=base, num_heads=num_heads), masking)
 
 

@@ -16,6 +16,7 @@ omegaconf is needed to read the weights, and a malicious pickle cannot do anythi
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import os
 import pickle
@@ -122,6 +123,13 @@ class Unpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` allows data builders, refuses code, stubs the rest."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol < 3 pickles use Python 2 names (torch.save writes protocol 2: subprocess.check_output
+        # is stored as commands.check_output); map them like pickle does *before* deciding. The Python 2
+        # names are not Python 3 modules, so mapping regardless of the protocol is safe.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
