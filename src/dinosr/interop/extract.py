@@ -1,0 +1,255 @@
+"""Feature and unit extraction to disk: batched by length, resumable, tolerant of bad files.
+
+Layout of ``OUT``::
+
+    OUT/extract.json            settings of the run (a resumed run must use the same ones)
+    OUT/layer{N}/<utt>.npy      (T, D) float32 features of layer N (libri-light / fastabx layout)
+    OUT/units/<utt>.npy         (T,) int32 frame-level units (per-utterance, for resuming)
+    OUT/<stem>.km               fairseq/HuBERT units, one line per manifest line (empty for a bad file)
+    OUT/<stem>.units.jsonl      {"name", "units"[, "durations"]} per good utterance
+
+Every per-utterance file is written to a temporary name and renamed, so an interrupted run leaves no
+partial file under a final name; a second run skips utterances whose files all exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dinosr.inference import SAMPLE_RATE, deduplicate, extract_features, units
+from dinosr.model.dinosr import DinoSR
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExtractSettings", "ExtractSummary", "entries_from_input", "run_extraction"]
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What to extract. ``layers`` empty = no features; ``units_layer`` None = no units."""
+
+    layers: tuple[int, ...] = ()
+    kind: str = "hidden"
+    units_layer: int | None = None
+    source: str = "codebook"
+    dedup: bool = False
+    teacher: bool = False
+    chunk_seconds: float | None = 20.0
+    context_seconds: float = 2.0
+
+
+@dataclass
+class ExtractSummary:
+    """Counts of a run and the files that could not be read (``(name, error)``)."""
+
+    done: int = 0
+    skipped: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    km_path: Path | None = None
+    jsonl_path: Path | None = None
+
+
+def entries_from_input(path: str | os.PathLike) -> tuple[list, str]:
+    """A manifest (.tsv/.csv/.jsonl) or a directory of audio -> (ManifestEntry list, output stem)."""
+    import soundfile
+
+    from dinosr.data.manifest import ManifestEntry, find_audio, read_manifest
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(find_audio(path, AUDIO_EXTENSIONS))
+        entries = []
+        for f in files:
+            try:
+                frames = soundfile.info(f).frames
+            except Exception:  # unreadable: load_audio reports it by name during the run
+                frames = 0
+            entries.append(ManifestEntry(Path(f).stem, Path(f), frames))
+        return entries, "units"
+    return read_manifest(path), path.stem
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _outputs(out: Path, settings: ExtractSettings, name: str) -> list[Path]:
+    paths = [out / f"layer{lay}" / f"{name}.npy" for lay in settings.layers]
+    if settings.units_layer is not None:
+        paths.append(out / "units" / f"{name}.npy")
+    return paths
+
+
+def _batches(entries: Sequence, budget_samples: int, long_samples: int | None) -> list[list[int]]:
+    """Indices grouped by length: padded size B x max length within the budget; long files alone."""
+    order = sorted(range(len(entries)), key=lambda i: entries[i].num_samples)
+    batches, current = [], []
+    for i in order:
+        n = max(1, entries[i].num_samples)
+        if long_samples is not None and n > long_samples:
+            batches.append([i])
+            continue
+        if current and (len(current) + 1) * n > budget_samples:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _check_settings(out: Path, settings: ExtractSettings) -> None:
+    record = out / "extract.json"
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if record.exists():
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        if previous != wanted:
+            raise ValueError(f"{out} holds an extraction with other settings {previous}; use another OUT")
+    else:
+        record.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+
+
+def _process_batch(
+    model: DinoSR, wavs: list[np.ndarray], names: list[str], out: Path, s: ExtractSettings
+) -> None:
+    tensors = [torch.from_numpy(w) for w in wavs]
+    if s.layers:
+        feats, lengths = extract_features(
+            model,
+            tensors,
+            layers=list(s.layers),
+            kind=s.kind,
+            teacher=s.teacher,
+            chunk_seconds=s.chunk_seconds,
+            context_seconds=s.context_seconds,
+        )
+        for lay, value in feats.items():
+            value = value.cpu().numpy()
+            for i, name in enumerate(names):
+                _save_atomic(out / f"layer{lay}" / f"{name}.npy", value[i, : int(lengths[i])])
+    if s.units_layer is not None:
+        result = units(
+            model,
+            tensors,
+            layer=s.units_layer,
+            source=s.source,
+            chunk_seconds=s.chunk_seconds,
+            context_seconds=s.context_seconds,
+        )
+        for name, u in zip(names, result.units):
+            _save_atomic(out / "units" / f"{name}.npy", u.numpy().astype(np.int32))
+
+
+def _write_unit_files(
+    out: Path, stem: str, entries: Sequence, bad: set[str], dedup: bool
+) -> tuple[Path, Path]:
+    """The manifest-aligned ``.km`` file and the JSONL, assembled from the per-utterance unit files."""
+    km_path, jsonl_path = out / f"{stem}.km", out / f"{stem}.units.jsonl"
+    with open(km_path, "w", encoding="utf-8") as km, open(jsonl_path, "w", encoding="utf-8") as js:
+        for e in entries:
+            path = out / "units" / f"{e.name}.npy"
+            if e.name in bad or not path.exists():
+                km.write("\n")  # keep the line alignment with the manifest
+                continue
+            u = np.load(path)
+            km.write(" ".join(map(str, u.tolist())) + "\n")
+            record: dict = {"name": e.name}
+            if dedup:
+                values, counts = deduplicate(torch.from_numpy(u))
+                record.update(units=values.tolist(), durations=counts.tolist())
+            else:
+                record["units"] = u.tolist()
+            js.write(json.dumps(record) + "\n")
+    return km_path, jsonl_path
+
+
+def run_extraction(
+    model: DinoSR,
+    entries: Sequence,
+    out: str | os.PathLike,
+    settings: ExtractSettings,
+    *,
+    stem: str = "units",
+    batch_seconds: float = 100.0,
+    skip_bad_files: bool = False,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract features and/or units of ``entries`` (``ManifestEntry``-like) into ``out``.
+
+    Args:
+        batch_seconds: padded audio per batch (B x longest utterance).
+        skip_bad_files: log and skip unreadable audio (named in the summary); otherwise raise AudioError.
+    """
+    from tqdm import tqdm
+
+    from dinosr.data.audio import AudioError, load_audio
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
+    for lay in settings.layers:
+        (out / f"layer{lay}").mkdir(exist_ok=True)
+    if settings.units_layer is not None:
+        (out / "units").mkdir(exist_ok=True)
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:10]
+        raise ValueError(f"utterance names must be unique (output files are named by them): {dup}")
+
+    summary = ExtractSummary()
+    todo = []
+    for i, e in enumerate(entries):
+        if all(p.exists() for p in _outputs(out, settings, e.name)):
+            summary.skipped += 1
+        else:
+            todo.append(i)
+    if summary.skipped:
+        log.info("skipping %d finished utterance(s)", summary.skipped)
+    chunk = settings.chunk_seconds
+    long_samples = None if chunk is None else int((chunk + 2 * settings.context_seconds) * SAMPLE_RATE)
+    sub = [entries[i] for i in todo]
+    bar = tqdm(total=len(sub), unit="utt", desc="extract", disable=not progress)
+    for batch in _batches(sub, int(batch_seconds * SAMPLE_RATE), long_samples):
+        wavs, batch_names = [], []
+        for j in batch:
+            e = sub[j]
+            try:
+                expected = e.num_samples if e.num_samples > 0 else None
+                wavs.append(
+                    load_audio(e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected)
+                )
+                batch_names.append(e.name)
+            except AudioError as err:
+                if not skip_bad_files:
+                    raise
+                log.warning("skipping bad file %s: %s", e.name, err)
+                summary.bad.append((e.name, str(err)))
+        if wavs:
+            _process_batch(model, wavs, batch_names, out, settings)
+            summary.done += len(wavs)
+        bar.update(len(batch))
+    bar.close()
+    if settings.units_layer is not None:
+        bad = {n for n, _ in summary.bad}
+        summary.km_path, summary.jsonl_path = _write_unit_files(out, stem, entries, bad, settings.dedup)
+    if summary.bad:
+        log.warning("%d bad file(s): %s", len(summary.bad), ", ".join(n for n, _ in summary.bad))
+    return summary
