@@ -26,7 +26,8 @@ def _wavs() -> list[torch.Tensor]:
 
 
 def _assert_same_model(a: DinoSR, b: DinoSR) -> None:
-    assert a.cfg == b.cfg and a.masking_cfg == b.masking_cfg
+    assert a.cfg == b.cfg
+    assert a.masking_cfg == b.masking_cfg
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -41,16 +42,20 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
     model = DinoSR(_model().cfg, MaskingConfig(mask_prob=0.65, mask_length=5))
     model.eval()
     model.save_pretrained(tmp_path / "m")
-    assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "model.safetensors").exists()
+    assert (tmp_path / "m" / "config.json").exists()
+    assert (tmp_path / "m" / "model.safetensors").exists()
     loaded = DinoSR.from_pretrained(tmp_path / "m")
-    assert not loaded.training and not any(p.requires_grad for p in loaded.teacher.parameters())
+    assert not loaded.training
+    assert not any(p.requires_grad for p in loaded.teacher.parameters())
     _assert_same_model(model, loaded)
 
 
 def test_training_checkpoint_loads_and_converts(tmp_path):
     model = _model(qkv_bias=False)
     cfg = Config(model=model.cfg, masking=MaskingConfig(min_masks=2))
-    torch.save({"step": 7, "model": model.state_dict(), "config": cfg.to_dict(), "optimizer": {}}, tmp_path / "c.pt")
+    torch.save(
+        {"step": 7, "model": model.state_dict(), "config": cfg.to_dict(), "optimizer": {}}, tmp_path / "c.pt"
+    )
     loaded = load_model(tmp_path / "c.pt")
     assert loaded.masking_cfg.min_masks == 2
     _assert_same_model_weights_and_features(model, loaded)
@@ -82,7 +87,8 @@ def test_features_match_encode_and_layer_conventions():
     model = _model()
     wav = _wavs()[0]
     feats, lengths = model.extract_features(wav)
-    assert sorted(feats) == [0, 1, 2] and lengths.tolist() == [49]
+    assert sorted(feats) == [0, 1, 2]
+    assert lengths.tolist() == [49]
     enc = model.encode(standardize(wav[None]))
     assert torch.equal(feats[0], enc.layer_input)
     assert torch.equal(feats[2], enc.residuals[1])
@@ -117,7 +123,8 @@ def test_units_batch_equals_single_and_dedup(source):
         assert torch.equal(batch.units[i], model.units(w, layer=2, source=source).units[0])
     dd = model.units(wavs, layer=2, source=source, dedup=True)
     for full, vals, durs in zip(batch.units, dd.units, dd.durations):
-        assert int(durs.sum()) == len(full) and torch.equal(torch.repeat_interleave(vals, durs), full)
+        assert int(durs.sum()) == len(full)
+        assert torch.equal(torch.repeat_interleave(vals, durs), full)
     with pytest.raises(ValueError, match="no codebook"):
         model.units(wavs, layer=0)
 
@@ -156,4 +163,5 @@ def test_chunked_equals_whole_when_the_file_fits_and_is_close_otherwise():
         assert cos.min() > 0.999, (k, cos.min())
     u_whole = model.units(wav, layer=2, chunk_seconds=None).units[0]
     u_chunk = model.units(wav, layer=2, chunk_seconds=2.0, context_seconds=1.0).units[0]
-    assert len(u_whole) == len(u_chunk) and (u_whole == u_chunk).float().mean() > 0.95
+    assert len(u_whole) == len(u_chunk)
+    assert (u_whole == u_chunk).float().mean() > 0.95
