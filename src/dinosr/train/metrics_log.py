@@ -12,9 +12,12 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from dinosr.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +191,53 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def effective_batch_message(cfg: Config, world_size: int) -> str:
+    """The effective batch per optimizer step: what decides whether a recipe matches the paper's."""
+    d, run = cfg.data, cfg.run
+    samples = d.max_tokens * run.grad_accum * world_size
+    hop = math.prod(s for _, _, s in cfg.model.conv_layers)
+    # Overlapping spans cover about 1 - exp(-mask_prob) of the frames.
+    masked = samples / hop * (1 - math.exp(-cfg.masking.mask_prob))
+    return (
+        f"effective batch <= {samples / d.sample_rate:.1f} s of audio per optimizer step (max_tokens "
+        f"{d.max_tokens} x grad_accum {run.grad_accum} x world {world_size} / {d.sample_rate} Hz), "
+        f"~{masked:.0f} masked frames per step (measured: batch_seconds, masked_frames_per_step)"
+    )
+
+
+class ProgressBar:
+    """tqdm bar over optimizer steps whose postfix shows the last logged metrics and collapse warnings."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+
+    def open(self, *, total: int, initial: int) -> None:
+        if self.enabled and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def show(self, metrics: dict[str, Any]) -> bool:
+        """Put ``metrics`` in the postfix; returns False when there is no bar (log them instead)."""
+        if self._bar is None:
+            return False
+        postfix = {"loss": f"{metrics['loss']:.3f}", "lr": f"{metrics['lr']:.1e}"}
+        if metrics.get("target_ppl"):
+            postfix["ppl"] = f"{sum(metrics['target_ppl']) / len(metrics['target_ppl']):.0f}"
+        postfix["aud_s/s"] = f"{metrics['audio_seconds_per_second']:.1f}"
+        if metrics.get("warnings"):
+            postfix["WARNING"] = "COLLAPSE?"
+        self._bar.set_postfix(postfix, refresh=False)
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

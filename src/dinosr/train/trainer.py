@@ -30,13 +30,20 @@ from torch import Tensor, nn
 from dinosr.config import Config, save_config
 from dinosr.train import distributed as dist
 from dinosr.train.checkpoint import (
+    config_diff,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from dinosr.train.metrics_log import MetricsLogger, WindowMeter, collapse_warnings
+from dinosr.train.metrics_log import (
+    MetricsLogger,
+    ProgressBar,
+    WindowMeter,
+    collapse_warnings,
+    effective_batch_message,
+)
 from dinosr.train.optim import (
     EXTRACTOR_GROUP,
     build_optimizer,
@@ -132,7 +139,7 @@ class Trainer:
         self.metrics = MetricsLogger(self.workdir, tensorboard=run.tensorboard, enabled=self.is_main)
         self._batches: Iterator | None = None
         self._saved_step = -1
-        self._progress = None
+        self.progress = ProgressBar(enabled=self.is_main and run.progress)
         seed_process(run.seed + self.rank)  # masks and dropout differ per rank, reproducibly
         self.ddp_model = self._wrap()
 
@@ -152,11 +159,11 @@ class Trainer:
         if self.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.workdir / "config.json")
-            self._announce()
+            log.info("%s", effective_batch_message(self.cfg, self.world_size))
         stop_at = min(run.max_steps, until_step or run.max_steps)
         started = time.monotonic()
         self.model.train()
-        self._open_progress()
+        self.progress.open(total=run.max_steps, initial=self.step)
         while self.step < stop_at:
             # The micro-batches of one update; the data position advances even if the step is skipped.
             batches = [self._next_batch() for _ in range(run.grad_accum)]
@@ -166,7 +173,7 @@ class Trainer:
                 self._on_skipped(result)
                 continue
             self.bad_steps = 0
-            self._tick_progress()
+            self.progress.update()
             if self.step % run.log_every == 0:
                 self.log()
             if self.step % run.save_every == 0:
@@ -414,7 +421,7 @@ class Trainer:
         if path is None:
             return False
         state = load_checkpoint(path, map_location=self.device)
-        changed = _diff(state.get("config", {}), self.cfg.to_dict())
+        changed = config_diff(state.get("config", {}), self.cfg.to_dict())
         if changed and self.is_main:
             log.warning("resuming with a different config: %s", ", ".join(changed))
         self.load_state_dict(state)
@@ -453,70 +460,11 @@ class Trainer:
         self.metrics.log(self.step, metrics)
         for warning in warnings:
             log.warning("step %d: %s", self.step, warning)
-        if self._progress is not None:
-            postfix = {"loss": f"{metrics['loss']:.3f}", "lr": f"{metrics['lr']:.1e}"}
-            if "target_ppl" in metrics:
-                postfix["ppl"] = f"{sum(metrics['target_ppl']) / len(metrics['target_ppl']):.0f}"
-            postfix["aud_s/s"] = f"{metrics['audio_seconds_per_second']:.1f}"
-            if warnings:
-                postfix["WARNING"] = "COLLAPSE?"
-            self._progress.set_postfix(postfix, refresh=False)
-        else:
+        if not self.progress.show(metrics):
             log.info("step %d loss %.4f lr %.2e", self.step, metrics["loss"], metrics["lr"])
         return metrics
 
-    def _announce(self) -> None:
-        """Print the effective batch: the numbers that decide whether a recipe matches the paper's."""
-        d, run = self.cfg.data, self.cfg.run
-        seconds = d.max_tokens * run.grad_accum * self.world_size / d.sample_rate
-        hop = math.prod(s for _, _, s in self.cfg.model.conv_layers)
-        # Span masking covers about 1 - exp(-mask_prob) of the frames (overlapping spans).
-        masked = (
-            d.max_tokens
-            * run.grad_accum
-            * self.world_size
-            / hop
-            * (1 - math.exp(-self.cfg.masking.mask_prob))
-        )
-        log.info(
-            "effective batch <= %.1f s of audio per optimizer step (max_tokens %d x grad_accum %d x world %d"
-            " / %d Hz), ~%d masked frames per step (measured: batch_seconds, masked_frames_per_step)",
-            seconds,
-            d.max_tokens,
-            run.grad_accum,
-            self.world_size,
-            d.sample_rate,
-            masked,
-        )
-
-    def _open_progress(self) -> None:
-        if self.is_main and self.cfg.run.progress and self._progress is None:
-            from tqdm.auto import tqdm
-
-            self._progress = tqdm(
-                total=self.cfg.run.max_steps, initial=self.step, unit="step", dynamic_ncols=True
-            )
-
-    def _tick_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.update(1)
-
     def close(self) -> None:
         """Close the progress bar and the metric sinks."""
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+        self.progress.close()
         self.metrics.close()
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts."""
-    keys = sorted(set(old) | set(new))
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_diff(a, b, f"{prefix}{key}."))
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
