@@ -64,10 +64,12 @@ def test_items_from_alignments_and_tsv(tmp_path):
         ("c", "sil", "d", "19"),
     ]
     tsv = tmp_path / "alignments.tsv"
-    tsv.write_text("".join(f"utt1\t{s}\t{e}\t{p}\n" for s, e, p in reversed(segs)))
+    tsv.write_text(
+        "utt\tstart\tend\tphone\n" + "".join(f"utt1\t{s}\t{e}\t{p}\n" for s, e, p in reversed(segs))
+    )
     spk = tmp_path / "speakers.tsv"
     spk.write_text("utt1\tanna\n")
-    items2 = ItemFile.from_alignment_tsv(tsv, spk)
+    items2 = ItemFile.from_alignments_file(tsv, spk)
     assert [(it.onset, it.offset, it.phone, it.speaker) for it in items2] == [
         (0.1, 0.2, "a", "anna"),
         (0.2, 0.3, "b", "anna"),

@@ -117,38 +117,46 @@ class ItemFile:
         Path(path).write_text("\n".join(lines) + "\n")
 
     @classmethod
-    def from_alignment_tsv(
+    def from_alignments_file(
         cls,
         path: str | Path,
         speakers: Mapping[str, str] | str | Path | None = None,
         *,
+        frame_step: float | None = None,
         skip_phones: Iterable[str] = DEFAULT_SKIP_PHONES,
     ) -> ItemFile:
-        """Build items from an ``utt<TAB>start<TAB>end<TAB>phone`` alignment TSV.
+        """Build items from an alignment file read by `dinosr.data.alignments.read_alignments`.
 
-        ``speakers`` is a mapping utt -> speaker, a ``utt<TAB>speaker`` TSV path, or None (speaker =
-        the utterance id up to its first ``-``, the LibriSpeech convention).
+        Args:
+            path: ``utt<TAB>start<TAB>end<TAB>phone`` TSV (with header), frame-label TSV/JSONL
+                (needs ``frame_step``), a TextGrid or a directory of them.
+            speakers: utt -> speaker, a ``utt<TAB>speaker`` TSV (the corpus ``speakers.tsv``), or None
+                (speaker = the utterance id up to its first ``-``, the LibriSpeech convention).
         """
+        from dinosr.data.alignments import read_alignments
+
         if isinstance(speakers, str | Path):
-            speakers = dict(_read_tsv_rows(speakers, 2))
-        segments: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-        for utt, start, end, phone in _read_tsv_rows(path, 4):
-            segments[utt].append((float(start), float(end), phone))
-        return items_from_alignments(segments, speakers, skip_phones=skip_phones)
+            speakers = _read_speakers(speakers)
+        return items_from_alignments(
+            read_alignments(path, frame_step=frame_step), speakers, skip_phones=skip_phones
+        )
 
 
 def _fmt(x: float) -> str:
     return format(x, ".6f").rstrip("0").rstrip(".")
 
 
-def _read_tsv_rows(path: str | Path, ncols: int) -> Iterator[list[str]]:
+def _read_speakers(path: str | Path) -> dict[str, str]:
+    """``utt<TAB>speaker`` lines (an optional ``utt<TAB>speaker`` header is skipped)."""
+    out = {}
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
         parts = line.split("\t")
-        if len(parts) != ncols:
-            raise ValueError(f"{path}:{lineno}: expected {ncols} tab-separated fields: {line!r}")
-        yield parts
+        if not line.strip() or (lineno == 1 and parts[0] in ("utt", "utt_id")):
+            continue
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected utt<TAB>speaker, got {line!r}")
+        out[parts[0]] = parts[1]
+    return out
 
 
 def items_from_alignments(
