@@ -163,9 +163,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             if trainer.step % cfg.run.log_every == 0:
                 last = trainer.log()
         train_s += time.perf_counter() - started
-        if args.eval_every > 0 and train_s >= next_eval:
+        due_steps = (
+            args.eval_every_steps > 0 and result["updated"] and trainer.step % args.eval_every_steps == 0
+        )
+        if (args.eval_every > 0 and train_s >= next_eval) or due_steps:
             do_eval(train_s)
-            next_eval += args.eval_every
+            next_eval += args.eval_every if args.eval_every > 0 else 0
     if trainer.meter.steps:
         last = trainer.log()
     final = do_eval(train_s)
@@ -253,6 +256,7 @@ def main() -> int:
     run.add_argument("--out", default=str(REPO / "runs/ablate"))
     run.add_argument("--minutes", type=float, default=5.0, help="training wall time (evaluation excluded)")
     run.add_argument("--eval-every", type=float, default=0.0, help="seconds of training between evaluations")
+    run.add_argument("--eval-every-steps", type=int, default=0, help="optimizer steps between evaluations")
     run.add_argument("--log-every", type=int, default=1)
     run.add_argument("--set", action="append", default=[], help="config override k=v (repeatable)")
     run.add_argument("--overwrite", action="store_true")
@@ -264,8 +268,9 @@ def main() -> int:
         p.add_argument("--valid-every", type=int, default=3, help="score every n-th held-out utterance")
     table = sub.add_parser("table")
     table.add_argument("dir", nargs="?", default=str(REPO / "runs/ablate"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on shared cores)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     return {"run": cmd_run, "mfcc": cmd_mfcc, "table": cmd_table}[args.cmd](args)
 
 
