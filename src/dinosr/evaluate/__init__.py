@@ -33,6 +33,10 @@ _EXPORTS = {
     # baselines
     "KMeansQuantizer": "baselines",
     "mfcc_features": "baselines",
+    # orchestration and report (`dinosr evaluate`)
+    "EvalSettings": "evaluate",
+    "run_evaluation": "evaluate",
+    "write_report": "report",
 }
 
 __all__ = list(_EXPORTS)  # resolved lazily by __getattr__

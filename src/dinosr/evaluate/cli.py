@@ -1,0 +1,213 @@
+"""`dinosr evaluate` (metrics + HTML report of a model or extracted features) and `dinosr demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="unit/feature metrics per layer (purity, PNMI, ABX, probe) vs baselines, with an HTML report",
+        description=(
+            "Evaluate a model (checkpoint, pretrained directory, or training run directory) or a directory "
+            "written by `dinosr extract` on a phone-aligned corpus; writes OUT/metrics.json "
+            "and OUT/report.html."
+        ),
+    )
+    ev.add_argument(
+        "model", help="checkpoint / pretrained dir / run dir (RUN/checkpoints), or a `dinosr extract` dir"
+    )
+    ev.add_argument(
+        "--corpus", type=Path, help="corpus directory (train.tsv, valid.tsv, alignments.tsv, speakers.tsv)"
+    )
+    ev.add_argument("--split", default="valid", help="corpus split to evaluate (default valid)")
+    ev.add_argument(
+        "--train-split", default="train", help="corpus split for probe / k-means fits ('' = none)"
+    )
+    ev.add_argument("--manifest", type=Path, help="evaluation manifest (instead of --corpus)")
+    ev.add_argument("--alignments", type=Path, help="phone alignments (segment TSV, TextGrid dir, ...)")
+    ev.add_argument("--speakers", type=Path, help="utt<TAB>speaker TSV (default: utterance id up to '-')")
+    ev.add_argument("--train-manifest", type=Path, help="training-speaker manifest for probe / k-means fits")
+    ev.add_argument(
+        "--out", type=Path, default=Path("dinosr-eval"), help="output directory (default dinosr-eval)"
+    )
+    ev.add_argument("--layers", type=_int_list, help="feature layers, e.g. 0,2,4 (default all)")
+    ev.add_argument("--unit-layers", type=_int_list, help="codebook layers for units (default all)")
+    ev.add_argument(
+        "--kind", choices=["hidden", "ffn"], default="hidden", help="feature kind (default hidden)"
+    )
+    ev.add_argument("--source", choices=["codebook", "head"], default="codebook", help="unit source")
+    ev.add_argument("--no-abx", action="store_true", help="skip ABX")
+    ev.add_argument("--no-probe", action="store_true", help="skip the linear probe")
+    ev.add_argument("--no-baselines", action="store_true", help="skip MFCC and MFCC k-means")
+    ev.add_argument("--kmeans-layer", type=int, help="also evaluate k-means units of this model layer")
+    ev.add_argument("--baseline-units", type=int, help="k-means size (default: the codebook size)")
+    ev.add_argument("--codebook-size", type=int, help="unit inventory size of an extract directory")
+    ev.add_argument("--max-seconds", type=float, help="cap the evaluation audio (speaker-balanced subset)")
+    ev.add_argument("--abx-max-seconds", type=float, help="cap the audio used for ABX")
+    ev.add_argument(
+        "--train-max-seconds", type=float, default=900.0, help="cap training audio for fits (900)"
+    )
+    ev.add_argument("--probe-epochs", type=int, default=10)
+    ev.add_argument(
+        "--train-log", type=Path, help="metrics.jsonl of the run (found automatically in a run dir)"
+    )
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=run_evaluate)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="corpus -> tiny pretraining (CPU recipe) -> evaluation vs MFCC k-means -> report (resumable)",
+        description=(
+            "Generate (or take the bundled) phone-aligned corpus, pretrain the tiny preset with the "
+            "packaged CPU recipe, evaluate on held-out speakers, print a summary table and the report "
+            "path. Rerun to resume."
+        ),
+    )
+    demo.add_argument(
+        "--workdir", type=Path, default=Path("dinosr-demo"), help="work directory (./dinosr-demo)"
+    )
+    demo.add_argument(
+        "--minutes", type=float, help="training wall-clock guard (default: the recipe's, else 13)"
+    )
+    demo.add_argument("--corpus", type=Path, help="use this corpus directory instead of generating one")
+    demo.add_argument(
+        "--bundled", action="store_true", help="use the 12-minute corpus bundled in the package"
+    )
+    demo.add_argument("--eval-seconds", type=float, help="cap the evaluation audio (quick checks)")
+    demo.add_argument("--jobs", type=int, default=2, help="corpus synthesis processes")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a value of the tiny recipe, e.g. --set run.max_steps=50",
+    )
+    demo.set_defaults(func=run_demo_cli)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from dinosr.evaluate.evaluate import (
+        EvalSettings,
+        FeatureDirSource,
+        ModelSource,
+        corpus_files,
+        format_summary,
+        load_eval_corpus,
+        resolve_model_path,
+        run_evaluation,
+    )
+
+    if args.corpus is not None:
+        manifest, alignments, speakers = corpus_files(args.corpus, args.split)
+        train_manifest = corpus_files(args.corpus, args.train_split)[0] if args.train_split else None
+    else:
+        if args.manifest is None or args.alignments is None:
+            log.error("give --corpus DIR, or --manifest and --alignments")
+            return 2
+        manifest, alignments, speakers, train_manifest = args.manifest, args.alignments, None, None
+    speakers = args.speakers or speakers
+    train_manifest = args.train_manifest or train_manifest
+    settings = EvalSettings(
+        layers=args.layers,
+        unit_layers=args.unit_layers,
+        feature_kind=args.kind,
+        unit_source=args.source,
+        abx=not args.no_abx,
+        abx_max_seconds=args.abx_max_seconds,
+        probe=not args.no_probe,
+        probe_epochs=args.probe_epochs,
+        train_max_seconds=args.train_max_seconds,
+        baselines=not args.no_baselines,
+        baseline_units=args.baseline_units,
+        kmeans_layer=args.kmeans_layer,
+        seed=args.seed,
+    )
+    path = Path(args.model)
+    train_log = args.train_log
+    extra = {"corpus": str(args.corpus or manifest)}
+    if path.is_dir() and ((path / "extract.json").exists() or any(path.glob("layer*/*.npy"))):
+        source = FeatureDirSource(path, codebook_size=args.codebook_size)
+        extra["model_path"] = str(path)
+    else:
+        from dinosr.interop import load_model
+
+        try:
+            ckpt, found_log = resolve_model_path(path)
+        except FileNotFoundError as err:
+            log.error("%s", err)
+            return 2
+        train_log = train_log or found_log
+        source = ModelSource(
+            load_model(ckpt),
+            feature_kind=args.kind,
+            unit_source=args.source,
+            batch_seconds=settings.batch_seconds,
+        )
+        extra["model_path"] = str(ckpt)
+    corpus = load_eval_corpus(
+        manifest, alignments, speakers, max_seconds=args.max_seconds, seed=args.seed, desc="eval audio"
+    )
+    train = None
+    if train_manifest is not None and (
+        settings.probe or settings.baselines or settings.kmeans_layer is not None
+    ):
+        train = load_eval_corpus(
+            train_manifest,
+            alignments,
+            speakers,
+            max_seconds=settings.train_max_seconds,
+            seed=args.seed,
+            desc="train audio",
+        )
+        overlap = set(train.speakers.values()) & set(corpus.speakers.values())
+        if overlap:
+            log.warning(
+                "training and evaluation share speakers %s: probe numbers are optimistic", sorted(overlap)
+            )
+    metrics = run_evaluation(
+        source,
+        corpus,
+        train,
+        args.out,
+        settings=settings,
+        train_log=train_log,
+        title=f"DinoSR evaluation: {path.name}",
+        extra=extra,
+    )
+    print(format_summary(metrics["summary"]))
+    print(f"\nreport:  {Path(metrics['report']).resolve()}\nmetrics: {(args.out / 'metrics.json').resolve()}")
+    return 0
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from dinosr.config import ConfigError
+    from dinosr.evaluate.demo import run_demo
+
+    try:
+        run_demo(
+            args.workdir,
+            minutes=args.minutes,
+            corpus=args.corpus,
+            bundled=args.bundled,
+            overrides=args.overrides,
+            eval_seconds=args.eval_seconds,
+            jobs=args.jobs,
+        )
+    except ConfigError as err:
+        log.error("%s", err)
+        return 2
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    return 0

@@ -1,0 +1,334 @@
+"""`dinosr evaluate` end to end (micro model, synthetic aligned corpus) and a `dinosr demo` smoke run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from dinosr.cli import main
+from dinosr.evaluate.evaluate import (
+    PHONE_INVENTORY,
+    EvalSettings,
+    ModelSource,
+    _pick_balanced,
+    load_eval_corpus,
+    resolve_model_path,
+)
+
+pytest.importorskip("sklearn")
+pytest.importorskip("librosa")
+pytest.importorskip("matplotlib")
+
+SR = 16000
+# Each phone is a fixed tone pair + noise, so MFCC k-means finds structure and ABX has signal.
+PHONE_SOUNDS = {"AA": (300, 900), "IY": (250, 2300), "S": (0, 0), "M": (200, 400), "T": (1500, 3500)}
+# Two phones in the same contexts, each twice per utterance: triphone ABX cells within and across speakers.
+PATTERN = ["sil", *["M", "AA", "S", "M", "IY", "S"] * 2, "T", "AA", "T", "IY", "T", "sil"]
+
+
+def _render(
+    rng: np.random.Generator, speaker_shift: float
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    chunks, segs, t = [], [], 0.0
+    for phone in PATTERN:
+        dur = float(rng.uniform(0.06, 0.12)) if phone != "sil" else 0.15
+        n = int(dur * SR)
+        tt = np.arange(n) / SR
+        if phone == "sil":
+            x = 0.005 * rng.standard_normal(n)
+        elif phone == "S":
+            x = 0.2 * rng.standard_normal(n)
+        else:
+            f1, f2 = PHONE_SOUNDS[phone]
+            x = 0.4 * np.sin(2 * np.pi * f1 * speaker_shift * tt) + 0.3 * np.sin(
+                2 * np.pi * f2 * speaker_shift * tt
+            )
+            x += 0.01 * rng.standard_normal(n)
+        chunks.append(x)
+        segs.append((t, t + n / SR, phone))
+        t += n / SR
+    return np.concatenate(chunks).astype(np.float32), segs
+
+
+def make_aligned_corpus(root: Path, *, utts_per_speaker: int = 3) -> Path:
+    """Corpus in the DESIGN.md layout: 2 training and 2 held-out speakers, exact alignments."""
+    rng = np.random.default_rng(0)
+    speakers = {
+        "spka": ("train", 1.0),
+        "spkb": ("train", 1.1),
+        "spkc": ("valid", 0.95),
+        "spkd": ("valid", 1.05),
+    }
+    rows = {"train": [], "valid": []}
+    align = ["utt\tstart\tend\tphone"]
+    spk_lines = []
+    for spk, (split, shift) in speakers.items():
+        (root / "audio" / spk).mkdir(parents=True, exist_ok=True)
+        for i in range(utts_per_speaker):
+            utt = f"{spk}-{i:03d}"
+            wav, segs = _render(rng, shift)
+            soundfile.write(root / "audio" / spk / f"{utt}.wav", wav, SR)
+            rows[split].append(f"audio/{spk}/{utt}.wav\t{len(wav)}")
+            align += [f"{utt}\t{s:.4f}\t{e:.4f}\t{p}" for s, e, p in segs]
+            spk_lines.append(f"{utt}\t{spk}")
+    for split, lines in rows.items():
+        (root / f"{split}.tsv").write_text("\n".join([".", *lines]) + "\n")
+    (root / "alignments.tsv").write_text("\n".join(align) + "\n")
+    (root / "speakers.tsv").write_text("\n".join(spk_lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A synthetic corpus and a 2-step micro training run (checkpoint + metrics.jsonl)."""
+    from dinosr.train.trainer import Trainer
+    from train_utils import micro_config
+
+    base = tmp_path_factory.mktemp("eval")
+    corpus = make_aligned_corpus(base / "corpus")
+    cfg = micro_config(base / "run", corpus / "train.tsv", run={"max_steps": 2, "log_every": 1})
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    trainer.close()
+    return base, corpus, base / "run"
+
+
+def _check_metrics(metrics: dict, *, feature_layers, unit_layers) -> None:
+    assert set(metrics) >= {
+        "units",
+        "layers",
+        "baselines",
+        "summary",
+        "data",
+        "settings",
+        "source",
+        "timings",
+    }
+    assert sorted(metrics["units"], key=int) == [str(x) for x in unit_layers]
+    assert sorted(metrics["layers"], key=int) == [str(x) for x in feature_layers]
+    for q in [*metrics["units"].values(), metrics["baselines"]["mfcc_kmeans"]]:
+        for key in ("phone_purity", "cluster_purity", "pnmi"):
+            assert 0.0 <= q[key] <= 1.0, (key, q[key])
+        assert 1 <= q["active_units"] <= q["num_units"]
+        assert 1.0 <= q["unit_perplexity"] <= q["num_units"] + 1e-6
+        assert q["bitrate"] > 0
+        for key in ("abx_within", "abx_across"):
+            assert q[key] is None or 0.0 <= q[key] <= 100.0
+    for r in [*metrics["layers"].values(), metrics["baselines"]["mfcc"]]:
+        assert 0.0 <= r["probe_accuracy"] <= 100.0
+        assert r["probe_per"] >= 0.0
+        assert r["abx_within"] is None or 0.0 <= r["abx_within"] <= 100.0
+    # Frequent tones are easy: MFCC k-means must carry real phone information here.
+    assert metrics["baselines"]["mfcc_kmeans"]["pnmi"] > 0.2
+    assert metrics["baselines"]["mfcc"]["abx_within"] < 40.0
+    assert metrics["data"]["phones"] == PHONE_INVENTORY
+    assert metrics["data"]["speakers"] == ["spkc", "spkd"]
+    assert metrics["data"]["train_speakers"] == ["spka", "spkb"]
+
+
+def _check_report(out: Path) -> None:
+    html = (out / "report.html").read_text()
+    refs = re.findall(r'src="([^"]+\.png)"', html)
+    assert refs, "the report shows no figure"
+    for ref in refs:
+        assert not ref.startswith("/"), ref
+        assert (out / ref).is_file(), ref
+    pngs = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
+    assert pngs == set(refs)  # every figure drawn is shown, and nothing stale is left
+    for p in (out / "figures").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_run_directory(setup, capsys):
+    _, corpus, run = setup
+    out = run.parent / "report"
+    code = main(
+        [
+            "evaluate",
+            str(run),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--probe-epochs",
+            "3",
+            "--kmeans-layer",
+            "1",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    _check_metrics(metrics, feature_layers=[0, 1, 2], unit_layers=[1, 2])
+    assert metrics["baselines"]["kmeans_layer1"]["layer"] == 1
+    assert metrics["train_log"].endswith("metrics.jsonl")
+    assert set(metrics["summary"]) >= {"model_units", "model_features", "mfcc_kmeans", "mfcc"}
+    assert (out / "counts.npz").is_file()
+    _check_report(out)
+    assert (out / "figures" / "training.png").is_file()
+    assert {"units_L1.png", "units_L2.png", "units_mfcc_kmeans.png", "units_kmeans_L1.png"} <= {
+        p.name for p in (out / "figures").glob("*.png")
+    }
+    printed = capsys.readouterr().out
+    assert "MFCC k-means units" in printed
+    assert "report.html" in printed
+
+
+def test_evaluate_extracted_features_directory(setup):
+    from dinosr.data.manifest import read_manifest
+    from dinosr.interop import load_model
+    from dinosr.interop.extract import ExtractSettings, run_extraction
+
+    _, corpus, run = setup
+    ckpt, _ = resolve_model_path(run)
+    model = load_model(ckpt)
+    feats = run.parent / "feats"
+    settings = ExtractSettings(layers=(1, 2), units_layer=2)
+    for split in ("train", "valid"):
+        run_extraction(
+            model, read_manifest(corpus / f"{split}.tsv"), feats, settings, stem=split, progress=False
+        )
+    out = run.parent / "report_feats"
+    code = main(
+        [
+            "evaluate",
+            str(feats),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--codebook-size",
+            "16",
+            "--probe-epochs",
+            "2",
+            "--no-abx",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["source"]["kind"] == "features"
+    assert sorted(metrics["layers"]) == ["1", "2"]
+    assert list(metrics["units"]) == ["2"]
+    assert metrics["units"]["2"]["num_units"] == 16
+    assert "abx_within" not in metrics["units"]["2"]
+    _check_report(out)
+    # Same units as evaluating the model directly (same checkpoint, same layer).
+    direct = run.parent / "report_direct"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ckpt),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(direct),
+                "--no-abx",
+                "--no-probe",
+                "--no-baselines",
+                "--unit-layers",
+                "2",
+                "--layers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((direct / "metrics.json").read_text())
+    assert again["units"]["2"]["pnmi"] == pytest.approx(metrics["units"]["2"]["pnmi"], abs=1e-9)
+
+
+def test_one_pass_codebook_units_match_model_units(setup):
+    from dinosr.interop import load_model
+
+    _, corpus, run = setup
+    model = load_model(resolve_model_path(run)[0])
+    data = load_eval_corpus(corpus / "valid.tsv", corpus / "alignments.tsv", corpus / "speakers.tsv")
+    got = ModelSource(model, batch_seconds=3.0).units(data.wavs, [1, 2])
+    for layer in (1, 2):
+        for wav, units in zip(data.wavs, got[layer]):
+            ref = model.units(torch.from_numpy(wav), layer=layer, source="codebook").units[0].numpy()
+            np.testing.assert_array_equal(units, ref)
+
+
+def test_speaker_balanced_subset_keeps_every_speaker():
+    names = [f"s{k}-{i}" for k in range(3) for i in range(10)]
+    picked = _pick_balanced(names, [2.0] * 30, {}, 12.0, seed=0)
+    assert len(picked) == 6
+    assert {names[i].split("-")[0] for i in picked} == {"s0", "s1", "s2"}
+    assert _pick_balanced(names, [2.0] * 30, {}, None, seed=0) == list(range(30))
+
+
+def test_evaluate_requires_a_corpus(tmp_path, setup):
+    _, _, run = setup
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_settings_defaults_are_json():
+    json.dumps(EvalSettings().__dict__)
+
+
+def test_demo_falls_back_to_bundled_corpus(tmp_path, monkeypatch):
+    import dinosr.data.corpus.synth as synth
+    from dinosr.data.corpus import bundled_corpus
+    from dinosr.evaluate.demo import corpus_complete, prepare_corpus
+
+    monkeypatch.setattr(synth, "available_voices", lambda: [])
+    root, how = prepare_corpus(tmp_path)
+    assert (root, how) == (Path(bundled_corpus()), "bundled")
+    assert corpus_complete(Path(bundled_corpus()))
+    assert not corpus_complete(tmp_path)
+
+
+def test_demo_config_reads_the_packaged_recipe(tmp_path):
+    from dinosr.configs import load_preset
+    from dinosr.data.corpus import bundled_corpus
+    from dinosr.evaluate.demo import demo_config
+
+    cfg = demo_config(Path(bundled_corpus()), tmp_path, minutes=1.5, overrides=["run.max_steps=7"])
+    recipe = load_preset("tiny")
+    assert cfg.model == recipe.model
+    assert cfg.optim == recipe.optim
+    assert cfg.masking == recipe.masking
+    assert cfg.run.max_minutes == 1.5
+    assert cfg.run.max_steps == 7
+    assert cfg.data.manifest.endswith("train.tsv")
+    assert Path(cfg.run.workdir) == (tmp_path / "train").resolve()
+
+
+def test_demo_smoke_and_resume(tmp_path, capsys):
+    """`dinosr demo --bundled` with a 2-step budget, run twice: the second run resumes, not restarts."""
+    args = [
+        "demo",
+        "--bundled",
+        "--workdir",
+        str(tmp_path),
+        "--minutes",
+        "0.5",
+        "--eval-seconds",
+        "25",
+        "--set",
+        "run.max_steps=2",
+        "--set",
+        "run.progress=false",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "DinoSR codebook units" in printed
+    assert "MFCC k-means units" in printed
+    assert "probe acc %" in printed
+    assert "report.html" in printed
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["train_steps"] == 2
+    _check_report(tmp_path / "eval")
+    ckpts = sorted((tmp_path / "train" / "checkpoints").glob("*.pt"))
+    assert [p.name for p in ckpts] == ["checkpoint_00000002.pt"]
+    mtime = ckpts[0].stat().st_mtime_ns
+    assert main(args) == 0  # resumes: training is already done, evaluation is recomputed
+    assert ckpts[0].stat().st_mtime_ns == mtime
