@@ -195,3 +195,19 @@ def test_collapse_warnings_name_the_remedies():
     for w in warnings:
         assert "codebook_init" in w
         assert "codebook_restart_steps" in w
+
+
+def test_sinkhorn_queue_keeps_recent_targets_and_trains():
+    upkeep = CodebookUpkeep(1, 4, kmeans_init=False, restart_steps=0, queue_size=5, dim=2)
+    assert upkeep.queued().shape == (1, 0, 2)
+    upkeep.push(torch.full((1, 3, 2), 1.0))
+    upkeep.push(torch.full((1, 3, 2), 2.0))  # 6 > 5: the oldest is dropped
+    q = upkeep.queued()
+    assert q.shape == (1, 5, 2)
+    assert q[0, :, 0].tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
+    model = _model(target_assignment="sinkhorn", sinkhorn_queue=64, codebook_sample_frames=16)
+    for step in (1, 2, 3):
+        out = model(_wave())
+        assert out.codes.shape[1] == out.num_masked  # only the batch's rows are targets
+        model.post_step(step, out.stats)
+    assert int(model.codebook_upkeep.queue_fill) == 48

@@ -61,6 +61,7 @@ class ModelConfig:
     target_assignment: Literal["nearest", "sinkhorn"] = "nearest"  # sinkhorn: balanced training targets
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp rounds of target_assignment="sinkhorn"
     sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
+    sinkhorn_queue: int = 0  # >0: balance over the batch plus this many recent targets per codebook
 
     def __post_init__(self) -> None:
         _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
@@ -86,6 +87,7 @@ class ModelConfig:
         _check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
         _check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
         _check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
+        _check(self.sinkhorn_queue >= 0, "sinkhorn_queue must be >= 0")
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         _check(
             self.head_placement == "final" or self.layerdrop == 0.0,
@@ -95,7 +97,7 @@ class ModelConfig:
     @property
     def needs_codebook_samples(self) -> bool:
         """Whether a remedy needs raw teacher targets in the codebook statistics."""
-        return self.codebook_init == "kmeans" or self.codebook_restart_steps > 0
+        return self.codebook_init == "kmeans" or self.codebook_restart_steps > 0 or self.sinkhorn_queue > 0
 
     @property
     def pos_conv_layer_kernel(self) -> int:

@@ -128,6 +128,8 @@ class DinoSR(nn.Module):
                 cfg.codebook_size,
                 kmeans_init=cfg.codebook_init == "kmeans",
                 restart_steps=cfg.codebook_restart_steps,
+                queue_size=cfg.sinkhorn_queue,
+                dim=d,
             )
             if cfg.needs_codebook_samples
             else None
@@ -330,12 +332,13 @@ class DinoSR(nn.Module):
         # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
         targets = self._targets(features.detach(), padding_mask, mask)
         if self.training and self.cfg.target_assignment == "sinkhorn" and targets.shape[1] > 0:
+            queued = self.codebook_upkeep.queued() if self.codebook_upkeep is not None else targets[:, :0]
             codes = sinkhorn_assign(
-                targets,
+                torch.cat([targets, queued.to(targets)], dim=1),
                 self.codebooks.centroids(),
                 iters=self.cfg.sinkhorn_iters,
                 temperature=self.cfg.sinkhorn_temperature,
-            )
+            )[:, : targets.shape[1]]
         else:
             codes = self.codebooks.assign(targets)
 
