@@ -130,7 +130,10 @@ def plot_cooccurrence(counts: np.ndarray, phones: Sequence[str], title: str, pat
     width = min(18.0, max(9.0, 4.0 + n_cols * 0.05))
     fig = plt.figure(figsize=(width, 9.0))
     # Middle column: room for the phone-class names between the matrix and the colour bar.
-    grid = fig.add_gridspec(2, 3, height_ratios=[1, 7], width_ratios=[60, 6, 1.2], hspace=0.04, wspace=0.0)
+    # Ratios in inches: about 1.2 in for the class names and 0.25 in for the colour bar at any width.
+    grid = fig.add_gridspec(
+        2, 3, height_ratios=[1, 7], width_ratios=[width - 1.6, 1.2, 0.25], hspace=0.04, wspace=0.0
+    )
     ax_top = fig.add_subplot(grid[0, 0])
     ax = fig.add_subplot(grid[1, 0], sharex=ax_top)
     cax = fig.add_subplot(grid[1, 2])
