@@ -47,7 +47,6 @@ PHONE_CLASSES: list[tuple[str, list[str]]] = [
 
 # One colour per series, readable on white and for common colour-vision deficiencies (Okabe-Ito).
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-BASE_COLORS = {"mfcc": "#777777", "mfcc_kmeans": "#777777", "kmeans": "#B07AA1"}
 
 
 def phone_order(phones: Sequence[str]) -> tuple[list[int], list[tuple[str, int, int]]]:
@@ -198,7 +197,10 @@ def plot_codebook_usage(series: Mapping[str, np.ndarray], path: Path) -> Path:
         active = int((use > 0).sum())
         nz = share[share > 0]
         ppl = float(np.exp(-(nz * np.log(nz)).sum())) if len(nz) else 0.0
-        color = BASE_COLORS.get(name.split(" ")[0], COLORS[k % len(COLORS)])
+        # Baselines keep the colours they have in the other figures; codebook layers take the palette.
+        color = (
+            "#777777" if name.startswith("MFCC") else COLORS[3] if name.startswith("k-means") else COLORS[k]
+        )
         style = "--" if name.startswith(("MFCC", "k-means")) else "-"
         ax.plot(
             np.arange(1, len(use) + 1),
