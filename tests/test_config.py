@@ -95,6 +95,7 @@ def test_overrides_are_typed():
         ("trainer.lr=1", "unknown section 'trainer'"),
         ("lr=1", "section.key"),
         ("model.embed_dim=258", "divisible by num_heads"),
+        ("run.num_threads=-1", "num_threads must be >= 0"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(override, message):

@@ -111,19 +111,9 @@ def demo_config(corpus_dir: Path, workdir: Path, *, minutes: float | None, overr
 
 def train(cfg) -> int:
     """Run (or resume) pretraining; returns the completed step count."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from dinosr.train.cli import pretrain
 
-    from dinosr.train import distributed as dist
-    from dinosr.train.trainer import Trainer
-
-    env = dist.detect_environment()
-    device = dist.select_device(env, cfg.run.device)
-    trainer = Trainer(cfg, device=device)
-    try:
-        with logging_redirect_tqdm():
-            return trainer.fit()
-    finally:
-        trainer.close()
+    return pretrain(cfg)
 
 
 def run_demo(

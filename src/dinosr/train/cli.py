@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dinosr.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +48,48 @@ def resolve_config_path(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from dinosr.config import ConfigError, load_config
-    from dinosr.train import distributed as dist
-    from dinosr.train.trainer import Trainer, TrainingDiverged
+    from dinosr.train.trainer import TrainingDiverged
 
     try:
         cfg = load_config(resolve_config_path(args.config), args.overrides)
     except ConfigError as err:
         log.error("%s", err)
         return 2
-    env = dist.detect_environment()
-    if env.rank != 0:
-        logging.getLogger().setLevel(logging.WARNING)  # one rank talks; the others only warn
-    device = dist.select_device(env, cfg.run.device)
-    dist.init_distributed(env, device, backend=cfg.run.dist_backend)
-    trainer = None
     try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        trainer = Trainer(cfg, device=device)
-        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
-            steps = trainer.fit()
-        log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
+        pretrain(cfg)
         return 0
     except TrainingDiverged as err:
         log.error("%s", err)
         return 1
+
+
+def pretrain(cfg: Config) -> int:
+    """Run (or resume) pretraining with ``cfg`` in this process; returns the completed step count.
+
+    Works unchanged as one process, under torchrun and under srun: the launcher's variables decide the
+    rank, the device and whether a process group is created.
+    """
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dinosr.train import distributed as dist
+    from dinosr.train.trainer import Trainer
+
+    env = dist.detect_environment()
+    if env.rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank talks; the others only warn
+    if cfg.run.num_threads > 0:
+        # Process-wide, so it is set here (an entry point) and not inside the library's Trainer.
+        torch.set_num_threads(cfg.run.num_threads)
+    device = dist.select_device(env, cfg.run.device)
+    dist.init_distributed(env, device, backend=cfg.run.dist_backend)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, device=device)
+        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+            steps = trainer.fit()
+        log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
+        return steps
     finally:
         if trainer is not None:
             trainer.close()

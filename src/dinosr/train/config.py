@@ -57,6 +57,7 @@ class RunConfig:
     collapse_min_loss: float = 0.05  # warn when the loss falls below this (teacher-collapse symptom)
     progress: bool = True  # tqdm progress bar on the terminal (rank 0)
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto = nccl on GPU, gloo on CPU
+    num_threads: int = 0  # torch intra-op CPU threads per process (0 = torch's default)
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "max_steps must be >= 1")
@@ -68,3 +69,4 @@ class RunConfig:
         _check(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
         _check(0.0 <= self.collapse_min_active <= 1.0, "collapse_min_active must be in [0, 1]")
         _check(self.collapse_min_loss >= 0, "collapse_min_loss must be >= 0")
+        _check(self.num_threads >= 0, "num_threads must be >= 0")
