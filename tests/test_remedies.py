@@ -8,7 +8,7 @@ import torch
 from dinosr.model import DinoSR, ModelConfig, tiny_model_config
 from dinosr.model.codebook import Codebooks, CodebookStats
 from dinosr.model.config import BASE_CONV_LAYERS
-from dinosr.model.remedies import CodebookUpkeep, kmeans_pp, sample_frames, sinkhorn_assign, step_decay
+from dinosr.model.remedies import CodebookUpkeep, kmeans_pp, sample_frames, sinkhorn_assign
 
 
 def _cfg(**overrides) -> ModelConfig:
@@ -40,32 +40,12 @@ def _wave(b: int = 2, seconds: float = 1.0) -> torch.Tensor:
 
 def test_official_defaults_are_off():
     cfg = ModelConfig()
-    assert (cfg.codebook_decay_frames, cfg.codebook_init, cfg.codebook_restart_steps) == (0, "random", 0)
+    assert (cfg.codebook_init, cfg.codebook_restart_steps) == ("random", 0)
     assert cfg.target_assignment == "nearest"
     model = _model()
     assert model.codebook_upkeep is None
     assert not any(k.startswith("codebook_upkeep") for k in model.state_dict())
     assert model(_wave()).stats.samples is None
-
-
-def test_step_decay_is_per_frame_of_audio():
-    assert step_decay(0.9, 500.0, 0) == 0.9  # off: per step
-    assert step_decay(0.9, 1000.0, 1000) == pytest.approx(0.9)
-    assert step_decay(0.9, 250.0, 1000) == pytest.approx(0.9**0.25)
-    # Four small steps forget as much as one reference step.
-    assert step_decay(0.9, 250.0, 1000) ** 4 == pytest.approx(0.9)
-
-
-def test_post_step_uses_frame_scaled_decay():
-    model = _model(codebook_decay_frames=10_000)
-    out = model(_wave())
-    before = model.codebooks.sums.clone()
-    frames = float(out.stats.counts[0].sum())
-    model.post_step(1, out.stats)
-    decay = 0.9 ** (frames / 10_000)
-    used = out.stats.counts > 0
-    expected = before.lerp(out.stats.sums, 1 - decay)
-    assert torch.allclose(model.codebooks.sums[used], expected[used], atol=1e-5)
 
 
 def test_sample_frames_fixed_shape_with_replacement():
@@ -161,7 +141,6 @@ def test_remedies_train_end_to_end():
     model = _model(
         codebook_init="kmeans",
         codebook_restart_steps=2,
-        codebook_decay_frames=1000,
         target_assignment="sinkhorn",
         codebook_sample_frames=32,
     )
@@ -195,19 +174,3 @@ def test_collapse_warnings_name_the_remedies():
     for w in warnings:
         assert "codebook_init" in w
         assert "codebook_restart_steps" in w
-
-
-def test_sinkhorn_queue_keeps_recent_targets_and_trains():
-    upkeep = CodebookUpkeep(1, 4, kmeans_init=False, restart_steps=0, queue_size=5, dim=2)
-    assert upkeep.queued().shape == (1, 0, 2)
-    upkeep.push(torch.full((1, 3, 2), 1.0))
-    upkeep.push(torch.full((1, 3, 2), 2.0))  # 6 > 5: the oldest is dropped
-    q = upkeep.queued()
-    assert q.shape == (1, 5, 2)
-    assert q[0, :, 0].tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
-    model = _model(target_assignment="sinkhorn", sinkhorn_queue=64, codebook_sample_frames=16)
-    for step in (1, 2, 3):
-        out = model(_wave())
-        assert out.codes.shape[1] == out.num_masked  # only the batch's rows are targets
-        model.post_step(step, out.stats)
-    assert int(model.codebook_upkeep.queue_fill) == 48

@@ -54,14 +54,12 @@ class ModelConfig:
     ema_anneal_end_step: int = 30000  # ema_anneal_end_step
     freeze_teacher_step: int = 200001  # freeze_teacher_step (spidr: 200000)
     # --- small-batch remedies (dinosr.model.remedies, docs/small_batch.md); defaults = official = off
-    codebook_decay_frames: int = 0  # >0: codebook_decay is per this many target frames, not per step
     codebook_init: Literal["random", "kmeans"] = "random"  # kmeans: k-means++ on the first step's targets
     codebook_restart_steps: int = 0  # >0: move codewords unused for this many steps onto recent targets
     codebook_sample_frames: int = 1024  # targets per micro-batch and codebook kept for init / restarts
     target_assignment: Literal["nearest", "sinkhorn"] = "nearest"  # sinkhorn: balanced training targets
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp rounds of target_assignment="sinkhorn"
     sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
-    sinkhorn_queue: int = 0  # >0: balance over the batch plus this many recent targets per codebook
 
     def __post_init__(self) -> None:
         _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
@@ -82,12 +80,10 @@ class ModelConfig:
         )
         _check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
         _check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
-        _check(self.codebook_decay_frames >= 0, "codebook_decay_frames must be >= 0")
         _check(self.codebook_restart_steps >= 0, "codebook_restart_steps must be >= 0")
         _check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
         _check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
         _check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
-        _check(self.sinkhorn_queue >= 0, "sinkhorn_queue must be >= 0")
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         _check(
             self.head_placement == "final" or self.layerdrop == 0.0,
@@ -97,7 +93,7 @@ class ModelConfig:
     @property
     def needs_codebook_samples(self) -> bool:
         """Whether a remedy needs raw teacher targets in the codebook statistics."""
-        return self.codebook_init == "kmeans" or self.codebook_restart_steps > 0 or self.sinkhorn_queue > 0
+        return self.codebook_init == "kmeans" or self.codebook_restart_steps > 0
 
     @property
     def pos_conv_layer_kernel(self) -> int:

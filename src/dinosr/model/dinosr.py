@@ -29,7 +29,7 @@ from dinosr.model.encoder import (
     lengths_to_padding_mask,
 )
 from dinosr.model.masking import compute_span_mask
-from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign, step_decay
+from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 if TYPE_CHECKING:
@@ -128,8 +128,6 @@ class DinoSR(nn.Module):
                 cfg.codebook_size,
                 kmeans_init=cfg.codebook_init == "kmeans",
                 restart_steps=cfg.codebook_restart_steps,
-                queue_size=cfg.sinkhorn_queue,
-                dim=d,
             )
             if cfg.needs_codebook_samples
             else None
@@ -176,13 +174,10 @@ class DinoSR(nn.Module):
         extractor + projection stop training. Codebooks keep updating after the freeze (spec 4).
         """
         if stats is not None:
-            c = self.cfg
-            frames = float(stats.counts[0].sum()) if c.codebook_decay_frames > 0 else 0.0
-            decay = step_decay(c.codebook_decay, frames, c.codebook_decay_frames)
             if self.codebook_upkeep is not None:
-                self.codebook_upkeep.apply(self.codebooks, stats, step, decay)
+                self.codebook_upkeep.apply(self.codebooks, stats, step, self.cfg.codebook_decay)
             else:
-                self.codebooks.update(stats.sums, stats.counts, decay)
+                self.codebooks.update(stats.sums, stats.counts, self.cfg.codebook_decay)
         decay = self.ema_decay(step)
         if decay < 1.0:
             ema_update(self.teacher, self.student, decay)
@@ -332,13 +327,12 @@ class DinoSR(nn.Module):
         # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
         targets = self._targets(features.detach(), padding_mask, mask)
         if self.training and self.cfg.target_assignment == "sinkhorn" and targets.shape[1] > 0:
-            queued = self.codebook_upkeep.queued() if self.codebook_upkeep is not None else targets[:, :0]
             codes = sinkhorn_assign(
-                torch.cat([targets, queued.to(targets)], dim=1),
+                targets,
                 self.codebooks.centroids(),
                 iters=self.cfg.sinkhorn_iters,
                 temperature=self.cfg.sinkhorn_temperature,
-            )[:, : targets.shape[1]]
+            )
         else:
             codes = self.codebooks.assign(targets)
 

@@ -7,18 +7,16 @@ nearer to *every* target than the never-assigned random codewords, win the next 
 and within two steps ~15 of 256 codewords take all frames. The options here attack that mechanism; all
 are off by default (``ModelConfig``), so the official recipe is unchanged:
 
-* ``codebook_decay_frames``: the EMA decay is defined per ``codebook_decay_frames`` target frames instead
-  of per step: ``decay_step = codebook_decay ** (frames_this_step / codebook_decay_frames)``, i.e. a codeword
-  forgets at the same rate *per frame of audio* as with the official batch.
 * ``codebook_init="kmeans"``: the codebooks are replaced, at the first update, by k-means++ (+ a few Lloyd
   iterations) on that step's teacher targets, so every codeword starts on the data.
 * ``codebook_restart_steps``: a codeword not assigned for that many steps is moved onto a random recent
   teacher target (the classic dead-code restart of VQ training).
 * ``target_assignment="sinkhorn"``: during training, targets are balanced assignments (Sinkhorn-Knopp
   equipartition over the batch's frames, SwAV-style) instead of the nearest codeword.
-* ``sinkhorn_queue``: the equipartition is solved over the batch *plus* a queue of that many recent teacher
-  targets (only the batch's rows are used), so a batch of a few hundred frames is not forced to spread
-  evenly over all codewords by itself.
+
+Tried and removed (docs/small_batch.md): a codebook decay defined per frame of audio instead of per step
+(the codebook then barely moves and the teacher collapses completely) and a queue of recent targets in the
+Sinkhorn problem (stale targets let the batch collapse again).
 
 Frames for the k-means init and the restarts travel in ``CodebookStats.samples`` (a fixed number per
 micro-batch, drawn with replacement, all-gathered over ranks), so every rank applies the same update.
@@ -32,16 +30,6 @@ import torch
 from torch import Tensor, nn
 
 from dinosr.model.codebook import Codebooks, CodebookStats
-
-
-def step_decay(decay: float, frames: float, reference_frames: int) -> float:
-    """Per-step EMA decay for ``frames`` target frames when ``decay`` is defined per ``reference_frames``.
-
-    ``reference_frames <= 0`` returns ``decay`` unchanged (the official per-step decay).
-    """
-    if reference_frames <= 0 or frames <= 0:
-        return decay
-    return decay ** (frames / reference_frames)
 
 
 def sample_frames(targets: Tensor, num: int) -> Tensor:
@@ -116,43 +104,15 @@ class CodebookUpkeep(nn.Module):
     module, so official checkpoints keep their exact state-dict keys.
     """
 
-    def __init__(
-        self,
-        num_codebooks: int,
-        size: int,
-        *,
-        kmeans_init: bool,
-        restart_steps: int,
-        queue_size: int = 0,
-        dim: int = 0,
-    ) -> None:
+    def __init__(self, num_codebooks: int, size: int, *, kmeans_init: bool, restart_steps: int) -> None:
         super().__init__()
         self.kmeans_init = kmeans_init
         self.restart_steps = restart_steps
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("last_used", torch.zeros(num_codebooks, size, dtype=torch.long))
-        # Ring buffer of recent teacher targets for the Sinkhorn queue; queue_fill = valid entries.
-        self.register_buffer("queue", torch.zeros(num_codebooks, queue_size, dim))
-        self.register_buffer("queue_fill", torch.tensor(0, dtype=torch.long))
 
     initialized: Tensor
     last_used: Tensor
-    queue: Tensor
-    queue_fill: Tensor
-
-    def queued(self) -> Tensor:
-        """(K, n, D) the valid queue entries (n <= queue size)."""
-        return self.queue[:, : int(self.queue_fill)]
-
-    @torch.no_grad()
-    def push(self, samples: Tensor | None) -> None:
-        """Append (K, S, D) targets to the queue, dropping the oldest; valid entries stay at the front."""
-        q = self.queue.shape[1]
-        if q == 0 or samples is None or samples.shape[1] == 0:
-            return
-        kept = torch.cat([self.queued(), samples.to(self.queue)], dim=1)[:, -q:]
-        self.queue[:, : kept.shape[1]] = kept
-        self.queue_fill.fill_(kept.shape[1])
 
     @torch.no_grad()
     def apply(self, codebooks: Codebooks, stats: CodebookStats, step: int, decay: float) -> None:
@@ -162,7 +122,6 @@ class CodebookUpkeep(nn.Module):
         """
         gen = torch.Generator().manual_seed(1_000_003 * step + 17)
         samples = stats.samples
-        self.push(samples)
         if not bool(self.initialized):
             if samples is None or samples.shape[1] == 0:
                 return

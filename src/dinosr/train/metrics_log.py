@@ -108,7 +108,7 @@ class WindowMeter:
 # Named in every collapse warning: the small-batch options of docs/small_batch.md.
 COLLAPSE_REMEDIES = (
     'remedies (docs/small_batch.md): model.codebook_init="kmeans", model.codebook_restart_steps=N, '
-    'model.codebook_decay_frames=F, model.target_assignment="sinkhorn", or a larger batch '
+    'model.target_assignment="sinkhorn", or a larger batch '
     "(data.max_tokens, run.grad_accum)"
 )
 
