@@ -2,31 +2,17 @@
 
 import copy
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from dinosr.model import DinoSR, MaskingConfig, ModelConfig, instance_norm_frames, tiny_model_config
-from dinosr.model.config import BASE_CONV_LAYERS
+from dinosr.model import DinoSR, MaskingConfig, ModelConfig, instance_norm_frames
+from model_utils import micro_model_config
 
 
 def _cfg(**overrides) -> ModelConfig:
-    base = replace(
-        tiny_model_config(),
-        conv_layers=tuple((16, k, s) for _, k, s in BASE_CONV_LAYERS),
-        embed_dim=32,
-        num_layers=3,
-        num_heads=2,
-        ffn_dim=64,
-        pos_conv_groups=4,
-        pos_conv_kernel=15,
-        num_codebook_layers=2,
-        codebook_size=16,
-        layerdrop=0.0,  # deterministic set of layers for the gradient checks
-        freeze_teacher_step=5,
-    )
-    return replace(base, **overrides)
+    # no LayerDrop: a deterministic set of layers for the gradient checks
+    return micro_model_config(**{"layerdrop": 0.0, "freeze_teacher_step": 5, **overrides})
 
 
 def _model(**overrides) -> DinoSR:

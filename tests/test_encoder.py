@@ -7,26 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinosr.model import DinoSR, ModelConfig, dinosr_base, tiny_model_config
+from dinosr.model import DinoSR, ModelConfig, dinosr_base
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor, PositionalConv, SelfAttention, Transformer
+from model_utils import micro_model_config
 
 
 def _small_cfg(**overrides) -> ModelConfig:
-    # Base strides (20 ms frames) with tiny widths.
-    return replace(
-        tiny_model_config(),
-        conv_layers=tuple((16, k, s) for _, k, s in BASE_CONV_LAYERS),
-        embed_dim=32,
-        num_layers=3,
-        num_heads=2,
-        ffn_dim=64,
-        pos_conv_groups=4,
-        pos_conv_kernel=15,  # 3 per layer: padding crosses the utterance end at every one of the 5 layers
-        num_codebook_layers=2,
-        codebook_size=16,
-        **overrides,
-    )
+    return micro_model_config(**overrides)
 
 
 def test_output_lengths_match_conv_shapes():
