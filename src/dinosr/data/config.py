@@ -33,7 +33,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.sample_rate > 0, "sample_rate must be > 0")
         _check(self.min_sample_size >= 0, "min_sample_size must be >= 0")
-        _check(self.max_sample_size >= max(1, self.min_sample_size), "max_sample_size must be >= min_sample_size")
+        _check(
+            self.max_sample_size >= max(1, self.min_sample_size), "max_sample_size must be >= min_sample_size"
+        )
         _check(self.max_tokens > 0, "max_tokens must be > 0")
         _check(self.max_batch_size >= 0, "max_batch_size must be >= 0")
         _check(self.num_buckets >= 0, "num_buckets must be >= 0")

@@ -39,6 +39,11 @@ _LAYER_RENAMES = {
 def hf_config(model: DinoSR) -> dict[str, Any]:
     """The ``config.json`` of a ``Data2VecAudioConfig`` describing the student encoder."""
     c = model.cfg
+    if c.frontend != "conv":
+        # Data2VecAudio has only the waveform CNN; a log-mel model has no equivalent HF class.
+        raise ValueError(
+            f"only the official conv front end exports to Hugging Face, not frontend={c.frontend!r}"
+        )
     return {
         "architectures": ["Data2VecAudioModel"],
         "model_type": "data2vec-audio",

@@ -30,6 +30,8 @@ class ModelConfig:
     """Architecture and objective of DinoSR (official defaults)."""
 
     conv_layers: tuple[tuple[int, int, int], ...] = BASE_CONV_LAYERS  # fairseq: conv_feature_layers
+    frontend: Literal["conv", "logmel"] = "conv"  # conv = official CNN; logmel = fixed log-mel (CPU option)
+    n_mels: int = 80  # mel bands of frontend="logmel"
     embed_dim: int = 768  # encoder_embed_dim
     num_layers: int = 12  # encoder_layers
     num_heads: int = 12  # encoder_attention_heads
@@ -63,6 +65,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
+        _check(self.n_mels >= 1, "n_mels must be >= 1")
         _check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
         _check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
         _check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
@@ -102,7 +105,8 @@ class ModelConfig:
 
     @property
     def extractor_dim(self) -> int:
-        return self.conv_layers[-1][0]
+        """Channels of the front end's output (CNN channels, or mel bands)."""
+        return self.n_mels if self.frontend == "logmel" else self.conv_layers[-1][0]
 
     @property
     def codebook_layers(self) -> tuple[int, ...]:

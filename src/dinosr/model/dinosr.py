@@ -28,6 +28,7 @@ from dinosr.model.encoder import (
     TransformerOutput,
     lengths_to_padding_mask,
 )
+from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.masking import compute_span_mask
 from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
@@ -99,7 +100,9 @@ class DinoSR(nn.Module):
         self.cfg = cfg
         self.masking_cfg = masking_cfg if masking_cfg is not None else MaskingConfig()
         d = cfg.embed_dim
-        self.feature_extractor = FeatureExtractor(cfg.conv_layers)
+        self.feature_extractor = (
+            LogMelFrontend(cfg.n_mels) if cfg.frontend == "logmel" else FeatureExtractor(cfg.conv_layers)
+        )
         self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
         self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())  # U[0,1) (spec 3.4)
         self.dropout_input = nn.Dropout(cfg.dropout_input)

@@ -1,0 +1,76 @@
+"""The log-mel front end option: same frame grid as the official CNN, correct filters, batch == singles."""
+
+import math
+
+import pytest
+import torch
+
+from dinosr.model import dinosr_tiny
+from dinosr.model.config import BASE_CONV_LAYERS
+from dinosr.model.encoder import FeatureExtractor
+from dinosr.model.logmel import LogMelFrontend, mel_filterbank
+
+
+def test_frame_grid_equals_the_official_cnn():
+    frontend, cnn = LogMelFrontend(80), FeatureExtractor(BASE_CONV_LAYERS)
+    lengths = torch.arange(0, 5000, 7)
+    torch.testing.assert_close(frontend.output_lengths(lengths), cnn.output_lengths(lengths))
+    for n in (400, 719, 720, 16000, 16001):
+        assert frontend(torch.randn(1, n)).shape == (1, int(cnn.output_lengths(torch.tensor([n]))[0]), 80)
+
+
+def test_filterbank_matches_librosa_htk():
+    librosa = pytest.importorskip("librosa")  # in the [eval]/[test] extras
+    ours = mel_filterbank(512, 40, 16000).T.numpy()
+    ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, htk=True, norm=None)
+    assert ours.shape == ref.shape
+    assert abs(ours - ref).max() < 1e-4
+
+
+def test_a_tone_lights_up_its_mel_band():
+    sr, f0 = 16000, 1000.0
+    t = torch.arange(sr) / sr
+    logmel = LogMelFrontend(40)(torch.sin(2 * math.pi * f0 * t)[None])[0]  # (T, 40)
+    peak_band = int(logmel.mean(0).argmax())
+    filters = mel_filterbank(512, 40, sr)
+    bin_1k = round(f0 / (sr / 512))
+    assert peak_band == int(filters[bin_1k].argmax())
+
+
+def test_logmel_model_padded_batch_equals_singles():
+    torch.manual_seed(0)
+    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4).eval()
+    assert sum(p.numel() for p in model.feature_extractor.parameters()) == 0
+    waves = [torch.randn(8000), torch.randn(5120)]
+    batch = torch.zeros(2, 8000)
+    batch[1, :5120] = waves[1]
+    batch[0] = waves[0]
+    feats = model.extract_features(batch, torch.tensor([8000, 5120]), layers=[0, 4]).features
+    for i, wav in enumerate(waves):
+        single = model.extract_features(wav, layers=[0, 4]).features
+        n = single[4].shape[1]
+        torch.testing.assert_close(feats[4][i, :n], single[4][0], atol=1e-5, rtol=1e-5)
+
+
+def test_logmel_model_saves_and_loads(tmp_path):
+    from dinosr.model import DinoSR
+
+    torch.manual_seed(0)
+    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = DinoSR.from_pretrained(tmp_path / "m")
+    wav = torch.randn(12000)
+    expected = model.extract_features(wav, layers=[4]).features[4]
+    torch.testing.assert_close(loaded.extract_features(wav, layers=[4]).features[4], expected)
+
+
+def test_logmel_model_trains_and_refuses_hf_export(tmp_path):
+    from dinosr.interop.hf import export_hf
+
+    torch.manual_seed(0)
+    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4)
+    out = model(torch.randn(2, 16000))
+    out.losses.mean().backward()
+    assert model.feature_projection.projection.weight.grad is not None
+    with pytest.raises(ValueError, match="frontend='logmel'"):
+        export_hf(model, tmp_path / "hf")
