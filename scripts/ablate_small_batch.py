@@ -105,6 +105,34 @@ def score(units: list[np.ndarray], labels: list[np.ndarray], num_units: int, num
     }
 
 
+@torch.no_grad()
+def teacher_features(model, wavs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per codebook layer, per utterance: (T, D) instance-normalised teacher FFN outputs (the targets)."""
+    model.eval()
+    first = model.cfg.num_layers - model.cfg.num_codebook_layers
+    feats: list[list[np.ndarray]] = [[] for _ in range(model.cfg.num_codebook_layers)]
+    for wav in wavs:
+        x, _ = model.features(torch.from_numpy(wav)[None])
+        out = model.teacher(x, None)
+        for k, f in enumerate(out.ffn[first:]):
+            feats[k].append(instance_norm_frames(f)[0].numpy())
+    return feats
+
+
+def kmeans_probe(model, corpus: Path, wavs, labels, num_phones, every: int = 4) -> list[dict]:
+    """k-means (V clusters) on the teacher targets of every ``every``-th training utterance, scored on
+    held-out speech: separates the representation's quality from the online codebook's."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    train = [load_audio(p) for _, p in read_manifest(corpus / "train.tsv")[::every]]
+    v = model.cfg.codebook_size
+    results = []
+    for fit_feats, eval_feats in zip(teacher_features(model, train), teacher_features(model, wavs)):
+        km = MiniBatchKMeans(v, random_state=0, batch_size=4096, n_init=1).fit(np.concatenate(fit_feats))
+        results.append(score([km.predict(f) for f in eval_feats], labels, v, num_phones))
+    return results
+
+
 def evaluate(model, wavs, labels, num_phones) -> list[dict]:
     return [score(u, labels, model.cfg.codebook_size, num_phones) for u in teacher_units(model, wavs)]
 
@@ -189,6 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "pnmi_mean": float(np.mean([r["pnmi"] for r in final])),
         "active_min": min(r["active"] for r in final),
     }
+    if args.probe:
+        result["kmeans_probe"] = kmeans_probe(model, corpus, wavs, labels, len(inventory))
+        print("[probe] k-means on teacher targets:", [round(r["pnmi"], 3) for r in result["kmeans_probe"]])
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "codebooks"}), flush=True)
     trainer.close()
@@ -260,6 +291,7 @@ def main() -> int:
     run.add_argument("--log-every", type=int, default=1)
     run.add_argument("--set", action="append", default=[], help="config override k=v (repeatable)")
     run.add_argument("--overwrite", action="store_true")
+    run.add_argument("--probe", action="store_true", help="also score k-means on the teacher targets")
     mfcc = sub.add_parser("mfcc")
     mfcc.add_argument("--corpus", default=str(REPO / "src/dinosr/assets/corpus"))
     mfcc.add_argument("--out", default=str(REPO / "runs/ablate"))
