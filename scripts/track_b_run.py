@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ablate_small_batch as ab  # noqa: E402
+import ablate_small_batch as ab
 
-from dinosr.config import load_config  # noqa: E402
-from dinosr.model.dinosr import instance_norm_frames  # noqa: E402
+from dinosr.config import load_config
+from dinosr.model.dinosr import instance_norm_frames
 
 
 @torch.no_grad()
@@ -59,7 +59,8 @@ def diagnose(model, corpus: Path, wavs, labels, num_phones, train_every: int, ke
     for key in keys or ftrain:
         x = np.concatenate(ftrain[key])
         mean, std = x.mean(0), x.std(0) + 1e-6  # standardise (as the MFCC baseline)
-        km = MiniBatchKMeans(256, random_state=0, batch_size=4096, n_init=1, max_iter=50).fit((x - mean) / std)
+        km = MiniBatchKMeans(256, random_state=0, batch_size=4096, n_init=1, max_iter=50)
+        km.fit((x - mean) / std)
         units = [km.predict((f - mean) / std) for f in fvalid[key]]
         r = ab.score(units, labels, 256, num_phones)
         res[key] = r
