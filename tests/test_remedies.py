@@ -1,31 +1,16 @@
 """Small-batch remedies (dinosr.model.remedies, docs/small_batch.md): mechanics, and off by default."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from dinosr.model import DinoSR, ModelConfig, tiny_model_config
+from dinosr.model import DinoSR, ModelConfig
 from dinosr.model.codebook import Codebooks, CodebookStats
-from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.remedies import CodebookUpkeep, kmeans_pp, sample_frames, sinkhorn_assign
+from model_utils import micro_model_config
 
 
 def _cfg(**overrides) -> ModelConfig:
-    base = replace(
-        tiny_model_config(),
-        conv_layers=tuple((16, k, s) for _, k, s in BASE_CONV_LAYERS),
-        embed_dim=32,
-        num_layers=3,
-        num_heads=2,
-        ffn_dim=64,
-        pos_conv_groups=4,
-        pos_conv_kernel=15,
-        num_codebook_layers=2,
-        codebook_size=16,
-        layerdrop=0.0,
-    )
-    return replace(base, **overrides)
+    return micro_model_config(**{"layerdrop": 0.0, **overrides})
 
 
 def _model(**overrides) -> DinoSR:
