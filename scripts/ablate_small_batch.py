@@ -23,39 +23,14 @@ import numpy as np
 import torch
 
 from dinosr.config import load_config
-from dinosr.data.alignments import Segment, frames_from_segments, normalize_phone
+from dinosr.data.alignments import load_frame_labels
 from dinosr.data.audio import load_audio
+from dinosr.data.manifest import read_manifest
+from dinosr.evaluate.baselines import mfcc_features
 from dinosr.evaluate.metrics import labels_to_ids, unit_quality
 from dinosr.model.dinosr import instance_norm_frames
 
-HOP = 320  # samples per 20 ms frame at 16 kHz
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_manifest(path: Path) -> list[tuple[str, Path]]:
-    """fairseq .tsv -> [(utterance id = file stem, absolute path)]; a relative root is the manifest's dir."""
-    lines = path.read_text().splitlines()
-    root = Path(lines[0].strip())
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
-    out = []
-    for line in lines[1:]:
-        if line.strip():
-            rel = line.split("\t")[0]
-            out.append((Path(rel).stem, root / rel))
-    return out
-
-
-def load_labels(path: Path) -> dict[str, list[str]]:
-    """Segment TSV (utt, start, end, phone; header optional) -> 20 ms frame labels, 39 phones + sil."""
-    segments: dict[str, list[Segment]] = {}
-    for line in path.read_text().splitlines():
-        fields = line.split("\t")
-        if len(fields) < 4 or fields[0] in ("utt", "utt_id"):
-            continue
-        seg = Segment(float(fields[1]), float(fields[2]), normalize_phone(fields[3]))
-        segments.setdefault(fields[0], []).append(seg)
-    return {utt: frames_from_segments(segs, frame_step=0.02) for utt, segs in segments.items()}
 
 
 def load_split(
@@ -66,12 +41,12 @@ def load_split(
     Utterances without an alignment are dropped. ``every`` > 1 keeps evaluation affordable on 2 busy cores;
     the MFCC baseline and every run use the same subset.
     """
-    labels = load_labels(corpus / "alignments.tsv")
+    labels = load_frame_labels(corpus / "alignments.tsv")
     wavs, phones = [], []
-    for utt, path in read_manifest(corpus / f"{split}.tsv")[::every]:
-        if utt in labels:
-            wavs.append(load_audio(path))
-            phones.append(labels[utt])
+    for entry in read_manifest(corpus / f"{split}.tsv")[::every]:
+        if entry.name in labels:
+            wavs.append(load_audio(entry.path))
+            phones.append(labels[entry.name])
     ids, inventory = labels_to_ids(phones)
     return wavs, ids, inventory
 
@@ -124,7 +99,7 @@ def kmeans_probe(model, corpus: Path, wavs, labels, num_phones, every: int = 4) 
     held-out speech: separates the representation's quality from the online codebook's."""
     from sklearn.cluster import MiniBatchKMeans
 
-    train = [load_audio(p) for _, p in read_manifest(corpus / "train.tsv")[::every]]
+    train = [load_audio(e.path) for e in read_manifest(corpus / "train.tsv")[::every]]
     v = model.cfg.codebook_size
     results = []
     for fit_feats, eval_feats in zip(teacher_features(model, train), teacher_features(model, wavs)):
@@ -226,22 +201,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def mfcc_features(wav: np.ndarray) -> np.ndarray:
-    """(T, 39) MFCC + deltas + delta-deltas at a 20 ms hop (25 ms window), one row per model frame."""
-    import librosa
-
-    m = librosa.feature.mfcc(
-        y=wav, sr=16000, n_mfcc=13, n_fft=400, hop_length=HOP, win_length=400, center=False
-    )
-    return np.concatenate([m, librosa.feature.delta(m), librosa.feature.delta(m, order=2)]).T
-
-
 def cmd_mfcc(args: argparse.Namespace) -> int:
     """MFCC k-means (256) fit on the training speech, scored on the held-out speakers."""
     from sklearn.cluster import MiniBatchKMeans
 
     corpus = Path(args.corpus)
-    train = [load_audio(p) for _, p in read_manifest(corpus / "train.tsv")]
+    train = [load_audio(e.path) for e in read_manifest(corpus / "train.tsv")]
     feats = np.concatenate([mfcc_features(w) for w in train])
     mean, std = feats.mean(0), feats.std(0) + 1e-8
     km = MiniBatchKMeans(args.units, random_state=0, batch_size=4096, n_init=3).fit((feats - mean) / std)
