@@ -133,6 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for f in out.glob("*.jsonl"):
             f.unlink()
     trainer = Trainer(cfg)
+    trainer.prepare_anchor()  # the acoustic anchor's k-means (model.anchor_units > 0), before step 0
     model = trainer.model
     wavs, labels, inventory = load_split(corpus, "valid", args.valid_every)
     evals = (out / "evals.jsonl").open("a", buffering=1)

@@ -74,3 +74,40 @@ def test_logmel_model_trains_and_refuses_hf_export(tmp_path):
     assert model.feature_projection.projection.weight.grad is not None
     with pytest.raises(ValueError, match="frontend='logmel'"):
         export_hf(model, tmp_path / "hf")
+
+
+def test_warp_spectrum_matches_a_loop_reference():
+    from dinosr.model.logmel import warp_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    spectrum = torch.rand(2, 3, 9, generator=g)
+    warp = torch.tensor([1.25, 0.8])
+    got = warp_spectrum(spectrum, warp)
+    for b in range(2):
+        for f in range(9):
+            src = min(f / float(warp[b]), 8.0)
+            lo = min(math.floor(src), 7)
+            frac = src - lo
+            expected = spectrum[b, :, lo] * (1 - frac) + spectrum[b, :, lo + 1] * frac
+            torch.testing.assert_close(got[b, :, f], expected)
+    torch.testing.assert_close(warp_spectrum(spectrum, torch.ones(2)), spectrum)
+
+
+def test_student_warp_changes_only_the_student_view():
+    from dinosr.model.config import ModelConfig  # noqa: F401  (config validation below)
+
+    with pytest.raises(ValueError, match="needs frontend='logmel'"):
+        dinosr_tiny(student_warp=0.1)
+    quiet = {"frontend": "logmel", "dropout": 0.0, "attention_dropout": 0.0, "layerdrop": 0.0}
+    torch.manual_seed(0)
+    plain = dinosr_tiny(**quiet)
+    torch.manual_seed(0)
+    warped = dinosr_tiny(student_warp=0.2, **quiet)
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 49, dtype=torch.bool)
+    mask[:, 5:25] = True
+    a, b = plain.train()(wav, mask=mask), warped.train()(wav, mask=mask)
+    assert torch.equal(a.codes, b.codes)  # the teacher's targets come from the unwarped audio
+    assert not torch.allclose(a.losses, b.losses)  # the student saw another view
+    # Inference never warps.
+    torch.testing.assert_close(plain.eval()(wav, mask=mask).losses, warped.eval()(wav, mask=mask).losses)

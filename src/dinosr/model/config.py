@@ -62,6 +62,14 @@ class ModelConfig:
     target_assignment: Literal["nearest", "sinkhorn"] = "nearest"  # sinkhorn: balanced training targets
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp rounds of target_assignment="sinkhorn"
     sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
+    student_warp: float = 0.0  # >0: the student sees log-mel warped in frequency by U[1-w, 1+w] (logmel only)
+    anchor_units: int = 0  # >0: acoustic anchor head predicting this many log-mel k-means units (anchor.py)
+    anchor_weight: float = 1.0  # weight of the anchor loss against the DinoSR loss (mean over codebooks)
+    anchor_frames: Literal["masked", "all"] = "masked"  # frames the anchor head is trained on
+    anchor_until_step: int = 0  # the anchor loss stops after this many updates; 0 = whole run
+    anchor_mels: int = 40  # mel bands of the anchor features
+    anchor_context: int = 1  # frames stacked on each side of the anchor features
+    anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
 
     def __post_init__(self) -> None:
         _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
@@ -87,6 +95,18 @@ class ModelConfig:
         _check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
         _check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
         _check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
+        _check(0.0 <= self.student_warp < 0.5, "student_warp must be in [0, 0.5)")
+        _check(
+            self.student_warp == 0.0 or self.frontend == "logmel",
+            "student_warp (frequency warping of the student's view) needs frontend='logmel'",
+        )
+        _check(self.anchor_units >= 0, "anchor_units must be >= 0 (0 = off)")
+        _check(self.anchor_units != 1, "anchor_units must be 0 (off) or >= 2")
+        _check(self.anchor_weight >= 0, "anchor_weight must be >= 0")
+        _check(self.anchor_until_step >= 0, "anchor_until_step must be >= 0 (0 = whole run)")
+        _check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
+        _check(self.anchor_context >= 0, "anchor_context must be >= 0")
+        _check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         _check(
             self.head_placement == "final" or self.layerdrop == 0.0,

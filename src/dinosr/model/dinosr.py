@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinosr.model.anchor import AcousticAnchor
 from dinosr.model.codebook import Codebooks, CodebookStats
 from dinosr.model.config import MaskingConfig, ModelConfig, tiny_model_config
 from dinosr.model.encoder import (
@@ -30,13 +31,12 @@ from dinosr.model.encoder import (
 )
 from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.masking import compute_span_mask
+from dinosr.model.norm import instance_norm_frames
 from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 if TYPE_CHECKING:
     from dinosr.inference import Features, Units
-
-INSTANCE_NORM_EPS = 1e-5
 
 
 class EncoderOutput(NamedTuple):
@@ -65,6 +65,8 @@ class DinoSROutput:
     mask: (B, T) bool, the masked frames used.
     padding_mask: (B, T) bool (True = padded) or None.
     codes: (K, M) int64 target codeword of each masked frame.
+    anchor_losses: fp32 cross-entropy of the acoustic anchor head per anchor frame (the M masked frames, or
+        every valid frame with ``anchor_frames="all"``) when ``anchor_units > 0``, else None.
     """
 
     losses: Tensor
@@ -73,23 +75,7 @@ class DinoSROutput:
     mask: Tensor
     padding_mask: Tensor | None
     codes: Tensor
-
-
-def instance_norm_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-    """Per utterance and channel, standardise over the valid frames (biased var, eps 1e-5, fp32).
-
-    (B, T, D) -> (B, T, D) fp32. Padded frames are excluded from the statistics (spec 5 / pitfall 14).
-    """
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.float()
-        if padding_mask is None:
-            var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
-        else:
-            valid = (~padding_mask)[..., None].float()
-            n = valid.sum(1, keepdim=True).clamp(min=1.0)
-            mean = (x * valid).sum(1, keepdim=True) / n
-            var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
-        return (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+    anchor_losses: Tensor | None = None
 
 
 class DinoSR(nn.Module):
@@ -133,6 +119,11 @@ class DinoSR(nn.Module):
                 restart_steps=cfg.codebook_restart_steps,
             )
             if cfg.needs_codebook_samples
+            else None
+        )
+        self.anchor = (
+            AcousticAnchor(cfg.anchor_units, d, n_mels=cfg.anchor_mels, context=cfg.anchor_context)
+            if cfg.anchor_units > 0
             else None
         )
 
@@ -186,10 +177,19 @@ class DinoSR(nn.Module):
             ema_update(self.teacher, self.student, decay)
         self.apply_freeze(step)
 
+    def anchor_weight(self, step: int) -> float:
+        """Weight of the acoustic anchor loss in the update after ``step`` completed updates (0 = none)."""
+        c = self.cfg
+        if self.anchor is None or (c.anchor_until_step > 0 and step >= c.anchor_until_step):
+            return 0.0
+        return c.anchor_weight
+
     def param_groups(self) -> list[dict]:
         """Student parameters: the extractor group (frozen later) and everything else trainable."""
         extractor = [*self.feature_extractor.parameters(), *self.feature_projection.parameters()]
         main = [self.mask_embedding, *self.student.parameters(), *self.heads.parameters()]
+        if self.anchor is not None:
+            main += list(self.anchor.head.parameters())
         return [{"name": "extractor", "params": extractor}, {"name": "main", "params": main}]
 
     # ----------------------------------------------------------------------------- encoding
@@ -197,9 +197,15 @@ class DinoSR(nn.Module):
         """(B,) sample counts -> (B,) frame counts after the CNN."""
         return self.feature_extractor.output_lengths(lengths)
 
-    def features(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None."""
-        x = self.feature_projection(self.feature_extractor(waveforms))
+    def features(
+        self, waveforms: Tensor, lengths: Tensor | None = None, *, warp: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None.
+
+        ``warp``: (B,) frequency-warp factors of the log-mel front end (``student_warp``), or None.
+        """
+        front = self.feature_extractor(waveforms) if warp is None else self.feature_extractor(waveforms, warp)
+        x = self.feature_projection(front)
         padding_mask = None
         if lengths is not None:
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
@@ -306,6 +312,12 @@ class DinoSR(nn.Module):
         first = self.cfg.num_layers - self.cfg.num_codebook_layers
         return torch.stack([head(f[mask]) for head, f in zip(self.heads, out.ffn[first:])])
 
+    def _anchor_frames(self, mask: Tensor, padding_mask: Tensor | None) -> Tensor:
+        """(B, T) bool frames of the acoustic anchor loss: the masked ones, or every valid frame."""
+        if self.cfg.anchor_frames == "masked":
+            return mask
+        return torch.ones_like(mask) if padding_mask is None else ~padding_mask
+
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None = None, *, mask: Tensor | None = None
     ) -> DinoSROutput:
@@ -339,11 +351,22 @@ class DinoSR(nn.Module):
         else:
             codes = self.codebooks.assign(targets)
 
+        if self.training and self.cfg.student_warp > 0:
+            # The student sees a frequency-warped view (another vocal-tract length), the teacher and the
+            # anchor the original: its predictions must not depend on the speaker's formant scale.
+            w = self.cfg.student_warp
+            warp = 1.0 + (2.0 * torch.rand(b) - 1.0) * w
+            features = self.features(waveforms, lengths, warp=warp.to(waveforms.device))[0]
         x = self.dropout_input(features)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
-        logits = self._logits(self.student(x, padding_mask), mask).float()  # CE in fp32 (spec 7)
+        student = self.student(x, padding_mask)
+        logits = self._logits(student, mask).float()  # CE in fp32 (spec 7)
         k, m, v = logits.shape
         losses = F.cross_entropy(logits.reshape(k * m, v), codes.reshape(k * m), reduction="none")
+        anchor_losses = None
+        if self.anchor is not None:
+            frames = self._anchor_frames(mask, padding_mask)
+            anchor_losses = self.anchor.losses(waveforms, padding_mask, frames, student.residuals[-1])
 
         with torch.no_grad():
             sums, counts = self.codebooks.batch_stats(targets, codes)
@@ -360,6 +383,7 @@ class DinoSR(nn.Module):
             mask=mask,
             padding_mask=padding_mask,
             codes=codes,
+            anchor_losses=anchor_losses,
         )
 
 

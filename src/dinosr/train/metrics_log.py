@@ -52,6 +52,7 @@ class WindowMeter:
         self.steps = 0
         self.skipped_steps = 0
         self.loss_sum = 0.0  # sum over masked frames of the layer-mean CE
+        self.anchor_loss_sum = 0.0  # sum over masked frames of the acoustic anchor CE (if enabled)
         self.layer_loss_sum: torch.Tensor | None = None  # (K,)
         self.num_masked = 0
         self.audio_samples = 0
@@ -69,6 +70,7 @@ class WindowMeter:
             return
         self.steps += 1
         self.loss_sum += result["loss_sum"]
+        self.anchor_loss_sum += result.get("anchor_loss_sum", 0.0)
         self.num_masked += result["num_masked"]
         self.audio_samples += result["audio_samples"]
         self.utterances += result["utterances"]
@@ -95,6 +97,8 @@ class WindowMeter:
             "skipped_steps": self.skipped_steps,
             "bad_files": self.bad_files,
         }
+        if self.anchor_loss_sum:
+            out["anchor_loss"] = self.anchor_loss_sum / masked
         if self.layer_loss_sum is not None:
             out["loss_per_layer"] = (self.layer_loss_sum / masked).tolist()
         if self.counts is not None:

@@ -155,7 +155,8 @@ class Trainer:
             The number of completed optimizer updates.
         """
         run = self.cfg.run
-        self.resume()
+        if not self.resume():
+            self.prepare_anchor()
         if self.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.workdir / "config.json")
@@ -229,7 +230,8 @@ class Trainer:
             "audio_samples": int(sums[2]),
             "utterances": int(sums[3]),
             "bad_files": int(sums[4]),
-            "layer_loss_sum": sums[5:].float(),
+            "layer_loss_sum": sums[5 : 5 + self.cfg.model.num_codebook_layers].float(),
+            "anchor_loss_sum": float(sums[5 + self.cfg.model.num_codebook_layers :].sum()),
             "grad_norm": grad_norm,
             "counts": stats.counts,
             "pred_prob_sum": stats.pred_prob_sum,
@@ -239,6 +241,22 @@ class Trainer:
             self.model.post_step(self.step, stats)
             self._maybe_freeze()
         return result
+
+    def prepare_anchor(self) -> None:
+        """Fit the acoustic anchor's k-means on the training speech once, before the first step."""
+        anchor = getattr(self.model, "anchor", None)
+        if anchor is None or bool(anchor.fitted):
+            return
+        entries = getattr(self.loader, "entries", None)
+        if entries is None:
+            raise RuntimeError(
+                "model.anchor_units > 0 needs the training manifest entries (loader.entries) to fit the "
+                "anchor k-means; fit model.anchor yourself when passing a custom loader"
+            )
+        from dinosr.train.anchor_fit import fit_anchor
+
+        with torch.random.fork_rng(devices=[]):  # the fit must not shift the masks/dropout of training
+            fit_anchor(self.model, entries, self.cfg.data, seed=self.cfg.run.seed)
 
     # ----------------------------------------------------------------------------- step internals
     @property
@@ -262,16 +280,26 @@ class Trainer:
             with self._autocast():
                 out = self.ddp_model(waveforms, lengths, mask=mask)
             frame_loss = out.losses.float().mean(1)  # (M,) mean over the K codebook layers
-            self.scaler.scale(frame_loss.sum() / self.loss_norm).backward()
+            total = frame_loss.sum()
+            anchor_sum = None
+            if out.anchor_losses is not None:  # acoustic anchor (small-batch option, model/anchor.py)
+                # Its mean over the anchor frames, counted once per masked frame like the DinoSR loss.
+                anchor_sum = out.anchor_losses.mean() * out.num_masked if out.num_masked else total * 0
+                total = total + self.model.anchor_weight(self.step) * anchor_sum
+            self.scaler.scale(total / self.loss_norm).backward()
         with torch.no_grad():
-            # [loss_sum, num_masked, audio_samples, utterances, bad_files, per-layer loss sums (K)]
+            # [loss_sum, num_masked, audio_samples, utterances, bad_files, per-layer loss sums (K),
+            #  anchor loss sum (only with the acoustic anchor)]
             head = torch.tensor(
                 [0.0, out.num_masked, float(lengths.sum()), len(lengths), 0.0],
                 dtype=torch.float64,
                 device=self.device,
             )
             head[0] = frame_loss.detach().double().sum()
-            sums = torch.cat([head, out.losses.detach().double().sum(0)])
+            parts = [head, out.losses.detach().double().sum(0)]
+            if anchor_sum is not None:
+                parts.append(anchor_sum.detach().double().reshape(1))
+            sums = torch.cat(parts)
         return {"stats": out.stats, "sums": sums}
 
     def _finish_gradients(self, num_masked: int) -> float:

@@ -1,0 +1,25 @@
+"""Per-utterance instance normalisation of frame sequences (the teacher targets, spec section 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+INSTANCE_NORM_EPS = 1e-5
+
+
+def instance_norm_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    """Per utterance and channel, standardise over the valid frames (biased var, eps 1e-5, fp32).
+
+    (B, T, D) -> (B, T, D) fp32. Padded frames are excluded from the statistics (spec 5 / pitfall 14).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        if padding_mask is None:
+            var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        else:
+            valid = (~padding_mask)[..., None].float()
+            n = valid.sum(1, keepdim=True).clamp(min=1.0)
+            mean = (x * valid).sum(1, keepdim=True) / n
+            var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
+        return (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
