@@ -170,3 +170,66 @@ def test_collectives_are_noops_without_a_group():
     assert dist.any_rank(True)
     assert not dist.any_rank(False)
     assert dist.all_gather_object({"a": 1}) == [{"a": 1}]
+
+
+ANCHOR = {**DETERMINISTIC, "anchor_units": 4, "anchor_mels": 8, "anchor_frames": "all"}
+
+
+def _anchor_worker(rank: int, world: int, port: int, workdir: str, manifest: str) -> None:
+    from dinosr.data.manifest import read_manifest
+    from dinosr.train.anchor_fit import fit_anchor
+
+    torch.set_num_threads(1)
+    env = dist.DistEnv(rank=rank, world_size=world, master_port=port)
+    dist.init_distributed(env, torch.device("cpu"), backend="gloo")
+    try:
+        cfg = micro_config(workdir, manifest, model=ANCHOR)
+        trainer = Trainer(cfg, loader=StubLoader())
+        # Only rank 0 reads audio: rank 1 gets no entries and must receive the centroids by broadcast.
+        entries = read_manifest(manifest) if rank == 0 else []
+        fit_anchor(trainer.model, entries, cfg.data, seed=cfg.run.seed)
+        wav, mask = _inputs(trainer.model)
+        half = slice(2 * rank, 2 * rank + 2)
+        result = trainer.train_step([_batch(wav[half])], masks=[mask[half]])
+        snap = _snapshot(trainer, result)
+        snap["centroids"] = trainer.model.anchor.centroids.clone()
+        snap["anchor_loss_sum"] = result["anchor_loss_sum"]
+        torch.save(snap, f"{workdir}/anchor_rank{rank}.pt")
+    finally:
+        dist.shutdown()
+
+
+def test_two_process_anchor_fit_and_step_equal_one_process(tmp_path):
+    from train_utils import write_corpus
+
+    from dinosr.data.manifest import read_manifest
+    from dinosr.train.anchor_fit import fit_anchor
+
+    manifest = str(write_corpus(tmp_path / "corpus", num_files=4))
+    context = mp.start_processes(
+        _anchor_worker,
+        args=(2, _free_port(), str(tmp_path), manifest),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 150
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail("DDP workers hung")
+    ranks = [torch.load(tmp_path / f"anchor_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert torch.equal(ranks[0]["centroids"], ranks[1]["centroids"])
+
+    cfg = micro_config(tmp_path / "single", manifest, model=ANCHOR)
+    single = Trainer(cfg, loader=StubLoader())
+    fit_anchor(single.model, read_manifest(manifest), cfg.data, seed=cfg.run.seed)
+    torch.testing.assert_close(ranks[0]["centroids"], single.model.anchor.centroids, rtol=0, atol=0)
+    wav, mask = _inputs(single.model)
+    result = single.train_step([_batch(wav)], masks=[mask])
+    ref = _snapshot(single, result)
+    assert ranks[0]["anchor_loss_sum"] == pytest.approx(result["anchor_loss_sum"], rel=1e-5)
+    for name, grad in ref["grads"].items():
+        torch.testing.assert_close(ranks[0]["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert any(name.startswith("anchor.head") for name in ref["grads"])

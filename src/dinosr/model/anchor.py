@@ -11,7 +11,13 @@ of fixed acoustic features of that frame (log-mel energies standardised per utte
 ``context`` neighbouring frames on each side). The k-means is fit once before training on the training
 speech (:meth:`AcousticAnchor.fit`, called by the trainer), stored as buffers in the state dict and never
 changed. The DinoSR teacher, codebooks, targets and units are untouched: the anchor only shapes the
-representation the teacher is an average of. Off (absent from the model and its state dict) unless
+representation the teacher is an average of.
+
+Loss: the anchor cross-entropy is summed over its frames (the masked ones, or every valid frame with
+``anchor_frames="all"``), multiplied by ``anchor_weight`` and added to the summed DinoSR cross-entropy (mean
+over codebooks) of the masked frames; the trainer divides the total by the number of masked frames. With
+``"all"`` an anchor weight w therefore weighs the anchor about w / mask_fraction times as much as DinoSR
+(the tiny masking masks about 55 % of the frames). Off (absent from the model and its state dict) unless
 ``ModelConfig.anchor_units > 0``.
 """
 

@@ -64,7 +64,7 @@ class ModelConfig:
     sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
     student_warp: float = 0.0  # >0: the student sees log-mel warped in frequency by U[1-w, 1+w] (logmel only)
     anchor_units: int = 0  # >0: acoustic anchor head predicting this many log-mel k-means units (anchor.py)
-    anchor_weight: float = 1.0  # weight of the anchor loss against the DinoSR loss (mean over codebooks)
+    anchor_weight: float = 1.0  # per anchor frame, against DinoSR's per-masked-frame loss (see anchor.py)
     anchor_frames: Literal["masked", "all"] = "masked"  # frames the anchor head is trained on
     anchor_until_step: int = 0  # the anchor loss stops after this many updates; 0 = whole run
     anchor_mels: int = 40  # mel bands of the anchor features

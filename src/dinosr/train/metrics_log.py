@@ -52,7 +52,8 @@ class WindowMeter:
         self.steps = 0
         self.skipped_steps = 0
         self.loss_sum = 0.0  # sum over masked frames of the layer-mean CE
-        self.anchor_loss_sum = 0.0  # sum over masked frames of the acoustic anchor CE (if enabled)
+        self.anchor_loss_sum = 0.0  # sum of the acoustic anchor CE over its frames (if enabled)
+        self.anchor_frames = 0
         self.layer_loss_sum: torch.Tensor | None = None  # (K,)
         self.num_masked = 0
         self.audio_samples = 0
@@ -71,6 +72,7 @@ class WindowMeter:
         self.steps += 1
         self.loss_sum += result["loss_sum"]
         self.anchor_loss_sum += result.get("anchor_loss_sum", 0.0)
+        self.anchor_frames += result.get("anchor_frames", 0)
         self.num_masked += result["num_masked"]
         self.audio_samples += result["audio_samples"]
         self.utterances += result["utterances"]
@@ -97,8 +99,8 @@ class WindowMeter:
             "skipped_steps": self.skipped_steps,
             "bad_files": self.bad_files,
         }
-        if self.anchor_loss_sum:
-            out["anchor_loss"] = self.anchor_loss_sum / masked
+        if self.anchor_frames:
+            out["anchor_loss"] = self.anchor_loss_sum / self.anchor_frames
         if self.layer_loss_sum is not None:
             out["loss_per_layer"] = (self.layer_loss_sum / masked).tolist()
         if self.counts is not None:

@@ -231,7 +231,8 @@ class Trainer:
             "utterances": int(sums[3]),
             "bad_files": int(sums[4]),
             "layer_loss_sum": sums[5 : 5 + self.cfg.model.num_codebook_layers].float(),
-            "anchor_loss_sum": float(sums[5 + self.cfg.model.num_codebook_layers :].sum()),
+            "anchor_loss_sum": float(sums[5 + self.cfg.model.num_codebook_layers :][:1].sum()),
+            "anchor_frames": int(sums[5 + self.cfg.model.num_codebook_layers :][1:].sum()),
             "grad_norm": grad_norm,
             "counts": stats.counts,
             "pred_prob_sum": stats.pred_prob_sum,
@@ -281,15 +282,15 @@ class Trainer:
                 out = self.ddp_model(waveforms, lengths, mask=mask)
             frame_loss = out.losses.float().mean(1)  # (M,) mean over the K codebook layers
             total = frame_loss.sum()
-            anchor_sum = None
-            if out.anchor_losses is not None:  # acoustic anchor (small-batch option, model/anchor.py)
-                # Its mean over the anchor frames, counted once per masked frame like the DinoSR loss.
-                anchor_sum = out.anchor_losses.mean() * out.num_masked if out.num_masked else total * 0
-                total = total + self.model.anchor_weight(self.step) * anchor_sum
+            anchor = out.anchor_losses  # acoustic anchor (small-batch option, model/anchor.py)
+            if anchor is not None:
+                # Summed over its frames and, like the DinoSR loss, divided by the global number of masked
+                # frames (step 4 above): exact under DDP and gradient accumulation.
+                total = total + self.model.anchor_weight(self.step) * anchor.float().sum()
             self.scaler.scale(total / self.loss_norm).backward()
         with torch.no_grad():
             # [loss_sum, num_masked, audio_samples, utterances, bad_files, per-layer loss sums (K),
-            #  anchor loss sum (only with the acoustic anchor)]
+            #  anchor loss sum and anchor frames (only with the acoustic anchor)]
             head = torch.tensor(
                 [0.0, out.num_masked, float(lengths.sum()), len(lengths), 0.0],
                 dtype=torch.float64,
@@ -297,8 +298,8 @@ class Trainer:
             )
             head[0] = frame_loss.detach().double().sum()
             parts = [head, out.losses.detach().double().sum(0)]
-            if anchor_sum is not None:
-                parts.append(anchor_sum.detach().double().reshape(1))
+            if anchor is not None:
+                parts.append(torch.stack([anchor.detach().double().sum(), anchor.new_tensor(anchor.numel())]))
             sums = torch.cat(parts)
         return {"stats": out.stats, "sums": sums}
 
