@@ -10,10 +10,12 @@ import torch
 import torch.multiprocessing as mp
 
 from dinosr.data.dataset import Batch
+from dinosr.data.manifest import read_manifest
 from dinosr.train import distributed as dist
+from dinosr.train.anchor_fit import fit_anchor
 from dinosr.train.checkpoint import latest_checkpoint, load_checkpoint
 from dinosr.train.trainer import Trainer
-from train_utils import micro_config
+from train_utils import micro_config, write_corpus
 
 DETERMINISTIC = {"dropout": 0.0, "attention_dropout": 0.0, "layerdrop": 0.0, "freeze_teacher_step": 1}
 
@@ -176,9 +178,6 @@ ANCHOR = {**DETERMINISTIC, "anchor_units": 4, "anchor_mels": 8, "anchor_frames":
 
 
 def _anchor_worker(rank: int, world: int, port: int, workdir: str, manifest: str) -> None:
-    from dinosr.data.manifest import read_manifest
-    from dinosr.train.anchor_fit import fit_anchor
-
     torch.set_num_threads(1)
     env = dist.DistEnv(rank=rank, world_size=world, master_port=port)
     dist.init_distributed(env, torch.device("cpu"), backend="gloo")
@@ -200,11 +199,6 @@ def _anchor_worker(rank: int, world: int, port: int, workdir: str, manifest: str
 
 
 def test_two_process_anchor_fit_and_step_equal_one_process(tmp_path):
-    from train_utils import write_corpus
-
-    from dinosr.data.manifest import read_manifest
-    from dinosr.train.anchor_fit import fit_anchor
-
     manifest = str(write_corpus(tmp_path / "corpus", num_files=4))
     context = mp.start_processes(
         _anchor_worker,
