@@ -62,7 +62,6 @@ class ModelConfig:
     target_assignment: Literal["nearest", "sinkhorn"] = "nearest"  # sinkhorn: balanced training targets
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp rounds of target_assignment="sinkhorn"
     sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
-    student_warp: float = 0.0  # >0: the student sees log-mel warped in frequency by U[1-w, 1+w] (logmel only)
     anchor_units: int = 0  # >0: acoustic anchor head predicting this many log-mel k-means units (anchor.py)
     anchor_weight: float = 1.0  # per anchor frame, against DinoSR's per-masked-frame loss (see anchor.py)
     anchor_frames: Literal["masked", "all"] = "masked"  # frames the anchor head is trained on
@@ -95,11 +94,6 @@ class ModelConfig:
         _check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
         _check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
         _check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
-        _check(0.0 <= self.student_warp < 0.5, "student_warp must be in [0, 0.5)")
-        _check(
-            self.student_warp == 0.0 or self.frontend == "logmel",
-            "student_warp (frequency warping of the student's view) needs frontend='logmel'",
-        )
         _check(self.anchor_units >= 0, "anchor_units must be >= 0 (0 = off)")
         _check(self.anchor_units != 1, "anchor_units must be 0 (off) or >= 2")
         _check(self.anchor_weight >= 0, "anchor_weight must be >= 0")

@@ -197,15 +197,9 @@ class DinoSR(nn.Module):
         """(B,) sample counts -> (B,) frame counts after the CNN."""
         return self.feature_extractor.output_lengths(lengths)
 
-    def features(
-        self, waveforms: Tensor, lengths: Tensor | None = None, *, warp: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None.
-
-        ``warp``: (B,) frequency-warp factors of the log-mel front end (``student_warp``), or None.
-        """
-        front = self.feature_extractor(waveforms) if warp is None else self.feature_extractor(waveforms, warp)
-        x = self.feature_projection(front)
+    def features(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None."""
+        x = self.feature_projection(self.feature_extractor(waveforms))
         padding_mask = None
         if lengths is not None:
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
@@ -351,12 +345,6 @@ class DinoSR(nn.Module):
         else:
             codes = self.codebooks.assign(targets)
 
-        if self.training and self.cfg.student_warp > 0:
-            # The student sees a frequency-warped view (another vocal-tract length), the teacher and the
-            # anchor the original: its predictions must not depend on the speaker's formant scale.
-            w = self.cfg.student_warp
-            warp = 1.0 + (2.0 * torch.rand(b) - 1.0) * w
-            features = self.features(waveforms, lengths, warp=warp.to(waveforms.device))[0]
         x = self.dropout_input(features)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         student = self.student(x, padding_mask)

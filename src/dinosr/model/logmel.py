@@ -59,29 +59,8 @@ class LogMelFrontend(nn.Module):
         frames = torch.div(lengths.long() - self.window_length, self.hop, rounding_mode="floor") + 1
         return frames.clamp(min=0)
 
-    def forward(self, waveforms: Tensor, warp: Tensor | None = None) -> Tensor:
-        """(B, L) -> (B, T, n_mels); ``warp`` (B,) optional frequency-warp factors (see `warp_spectrum`)."""
+    def forward(self, waveforms: Tensor) -> Tensor:
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
             frames = waveforms.float().unfold(-1, self.window_length, self.hop)  # (B, T, window)
             spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()  # (B, T, F)
-            if warp is not None:
-                spectrum = warp_spectrum(spectrum, warp)
             return torch.log(spectrum @ self.filters + LOG_FLOOR)
-
-
-def warp_spectrum(spectrum: Tensor, warp: Tensor) -> Tensor:
-    """Linear frequency warping (VTLP): output bin f takes the input's value at f / warp[b].
-
-    spectrum: (B, T, F) power spectra; warp: (B,) factors. A factor above 1 moves every spectral peak
-    (formant) up by that factor, as a shorter vocal tract does; the duration is unchanged. Values between bins
-    are interpolated linearly; beyond the top input bin the top bin is repeated.
-    """
-    num_bins = spectrum.shape[-1]
-    source = torch.arange(num_bins, device=spectrum.device, dtype=torch.float32) / warp.float()[:, None]
-    source = source.clamp(max=num_bins - 1)  # (B, F)
-    lower = source.floor().long().clamp(max=num_bins - 2)
-    frac = (source - lower).unsqueeze(1)  # (B, 1, F)
-    index = lower.unsqueeze(1).expand(-1, spectrum.shape[1], -1)
-    low = torch.gather(spectrum, -1, index)
-    high = torch.gather(spectrum, -1, index + 1)
-    return low + frac * (high - low)
