@@ -151,3 +151,23 @@ def test_trainer_fits_the_anchor_then_trains_it_and_resumes_exactly(tmp_path, co
     for key, value in final.items():
         assert torch.equal(second.model.state_dict()[key], value), key
     second.close()
+
+
+def test_anchor_fit_frames_skip_or_name_a_bad_file(tmp_path, corpus):
+    from dataclasses import replace
+
+    from dinosr.data.audio import AudioError
+    from dinosr.data.config import DataConfig
+    from dinosr.data.manifest import ManifestEntry, read_manifest
+    from dinosr.train.anchor_fit import anchor_fit_frames
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    entries = [*read_manifest(corpus), ManifestEntry(name="bad", path=str(bad), num_samples=16000)]
+    anchor = AcousticAnchor(4, 16, n_mels=8, context=0)
+    cfg = DataConfig(skip_bad_files=True)
+    frames = anchor_fit_frames(anchor, entries, cfg, minutes=100.0, seed=0)
+    good = sum(1 + (e.num_samples - 400) // 320 for e in entries[:-1])
+    assert frames.shape == (good, 8)  # every good file read once, the bad one skipped
+    with pytest.raises(AudioError, match=r"bad\.wav"):
+        anchor_fit_frames(anchor, entries, replace(cfg, skip_bad_files=False), minutes=100.0, seed=0)

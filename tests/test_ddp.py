@@ -96,9 +96,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_step_equals_one_process(tmp_path):
+def _run_two_processes(worker, *args) -> None:
+    """Run ``worker(rank, 2, port, *args)`` in two spawned processes; fail (not hang) after 150 s."""
     context = mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        worker, args=(2, _free_port(), *args), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 150
     while not context.join(timeout=5):
@@ -106,6 +107,10 @@ def test_two_process_step_equals_one_process(tmp_path):
             for p in context.processes:
                 p.kill()
             pytest.fail("DDP workers hung")
+
+
+def test_two_process_step_equals_one_process(tmp_path):
+    _run_two_processes(_worker, str(tmp_path))
     ddp = torch.load(tmp_path / "ddp_step.pt", weights_only=True)
 
     single = Trainer(
@@ -200,19 +205,7 @@ def _anchor_worker(rank: int, world: int, port: int, workdir: str, manifest: str
 
 def test_two_process_anchor_fit_and_step_equal_one_process(tmp_path):
     manifest = str(write_corpus(tmp_path / "corpus", num_files=4))
-    context = mp.start_processes(
-        _anchor_worker,
-        args=(2, _free_port(), str(tmp_path), manifest),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 150
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail("DDP workers hung")
+    _run_two_processes(_anchor_worker, str(tmp_path), manifest)
     ranks = [torch.load(tmp_path / f"anchor_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert torch.equal(ranks[0]["centroids"], ranks[1]["centroids"])
 

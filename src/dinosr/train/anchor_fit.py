@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dinosr.data.audio import AudioError, load_audio
 from dinosr.data.config import DataConfig
+from dinosr.data.dataset import AudioDataset
 from dinosr.data.manifest import ManifestEntry
 from dinosr.train import distributed as dist
 
@@ -24,34 +24,24 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def anchor_frames(
+def anchor_fit_frames(
     anchor, entries: Sequence[ManifestEntry], data_cfg: DataConfig, *, minutes: float, seed: int
 ) -> torch.Tensor:
     """(N, F) anchor features of a seeded random subset of ``entries`` holding ``minutes`` of speech.
 
-    Unreadable files are skipped and counted when ``data_cfg.skip_bad_files``, else they raise.
+    Audio is read as the training loader reads it (`AudioDataset`): unreadable files raise, or are logged
+    and skipped (and counted here) when ``data_cfg.skip_bad_files``.
     """
-    order = np.random.default_rng(seed).permutation(len(entries))
+    dataset = AudioDataset(entries, data_cfg)
     frames, seconds, skipped = [], 0.0, 0
-    for index in order:
-        entry = entries[int(index)]
-        try:
-            wav = load_audio(
-                entry.path,
-                sample_rate=data_cfg.sample_rate,
-                resample_audio=data_cfg.resample,
-                normalize=data_cfg.normalize,
-                expected_samples=entry.num_samples,
-            )
-        except AudioError as err:
-            if not data_cfg.skip_bad_files:
-                raise
+    for index in np.random.default_rng(seed).permutation(len(entries)):
+        item = dataset[int(index)]
+        if item is None:
             skipped += 1
-            log.warning("anchor k-means: skipping bad audio file %s", err)
             continue
-        feats = anchor.features(torch.from_numpy(wav)[None].to(anchor.centroids.device))[0]
+        feats = anchor.features(torch.from_numpy(item.wav)[None].to(anchor.centroids.device))[0]
         frames.append(feats.cpu())
-        seconds += len(wav) / data_cfg.sample_rate
+        seconds += len(item.wav) / data_cfg.sample_rate
         if seconds >= 60 * minutes:
             break
     if skipped:
@@ -66,7 +56,7 @@ def fit_anchor(model, entries: Sequence[ManifestEntry], data_cfg: DataConfig, *,
     anchor = model.anchor
     if dist.rank() == 0:
         started = time.perf_counter()
-        frames = anchor_frames(anchor, entries, data_cfg, minutes=model.cfg.anchor_fit_minutes, seed=seed)
+        frames = anchor_fit_frames(anchor, entries, data_cfg, minutes=model.cfg.anchor_fit_minutes, seed=seed)
         anchor.fit(frames.to(anchor.centroids.device), generator=torch.Generator().manual_seed(seed))
         log.info(
             "acoustic anchor: %d k-means units fit on %d frames (%.1f min) in %.1f s",

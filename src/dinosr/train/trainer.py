@@ -220,6 +220,8 @@ class Trainer:
         dist.all_reduce_sum(sums)
         stats.all_reduce()
         loss_sum, num_masked = float(sums[0]), int(sums[1])
+        k = self.cfg.model.num_codebook_layers
+        layer_loss_sum, anchor = sums[5 : 5 + k], sums[5 + k :]  # anchor: [loss sum, frames] or empty
         grad_norm = self._finish_gradients(num_masked)
         reason = self._apply_update(math.isfinite(loss_sum) and num_masked > 0, grad_norm)
         result = {
@@ -230,9 +232,9 @@ class Trainer:
             "audio_samples": int(sums[2]),
             "utterances": int(sums[3]),
             "bad_files": int(sums[4]),
-            "layer_loss_sum": sums[5 : 5 + self.cfg.model.num_codebook_layers].float(),
-            "anchor_loss_sum": float(sums[5 + self.cfg.model.num_codebook_layers :][:1].sum()),
-            "anchor_frames": int(sums[5 + self.cfg.model.num_codebook_layers :][1:].sum()),
+            "layer_loss_sum": layer_loss_sum.float(),
+            "anchor_loss_sum": float(anchor[0]) if len(anchor) else 0.0,
+            "anchor_frames": int(anchor[1]) if len(anchor) else 0,
             "grad_norm": grad_norm,
             "counts": stats.counts,
             "pred_prob_sum": stats.pred_prob_sum,
