@@ -63,6 +63,19 @@ def test_training_checkpoint_loads_and_converts(tmp_path):
     _assert_same_model_weights_and_features(model, DinoSR.from_pretrained(tmp_path / "out"))
 
 
+def test_training_run_directory_loads_its_newest_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # the trainer's config copy is not a pretrained directory
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint yet"):
+        load_model(run)
+    old, new = _model(), _model(qkv_bias=False)
+    for step, model in ((100, old), (200, new)):
+        state = {"step": step, "model": model.state_dict(), "config": Config(model=model.cfg).to_dict()}
+        torch.save(state, run / "checkpoints" / f"checkpoint_{step:08d}.pt")
+    _assert_same_model_weights_and_features(new, DinoSR.from_pretrained(run))
+
+
 def _assert_same_model_weights_and_features(a: DinoSR, b: DinoSR) -> None:
     assert a.cfg == b.cfg
     for k, v in a.state_dict().items():
@@ -129,12 +142,14 @@ def test_units_batch_equals_single_and_dedup(source):
         model.units(wavs, layer=0)
 
 
-def test_codebook_units_are_the_training_targets():
-    model = _model()
+@pytest.mark.parametrize("target_tensor", ["ffn", "residual"])
+def test_codebook_units_are_the_training_targets(target_tensor):
+    model = _model(target_tensor=target_tensor)
     wav = standardize(_wavs()[0][None])
     enc = model.encode(wav, teacher=True)
     k = model.cfg.codebook_layers.index(2)
-    targets = torch.stack([instance_norm_frames(f)[0] for f in enc.ffn[-2:]])  # (K, T, D)
+    tensors = enc.ffn if target_tensor == "ffn" else enc.residuals
+    targets = torch.stack([instance_norm_frames(f)[0] for f in tensors[-2:]])  # (K, T, D)
     expected = model.codebooks.assign(targets)[k]
     assert torch.equal(model.units(_wavs()[0], layer=2).units[0], expected)
     head = model.heads[k](enc.residuals[-1]).argmax(-1)[0]  # teacher==student at init (copy)

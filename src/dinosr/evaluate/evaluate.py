@@ -802,13 +802,11 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path | None]:
     A training run directory (``checkpoints/`` inside) resolves to its newest checkpoint and its
     ``metrics.jsonl``; a checkpoint inside ``RUN/checkpoints/`` finds ``RUN/metrics.jsonl`` too.
     """
-    from dinosr.train.checkpoint import latest_checkpoint
+    from dinosr.interop.pretrained import newest_run_checkpoint
 
     path = Path(path)
     if path.is_dir() and (path / "checkpoints").is_dir():
-        ckpt = latest_checkpoint(path / "checkpoints")
-        if ckpt is None:
-            raise FileNotFoundError(f"{path / 'checkpoints'} holds no checkpoint yet")
+        ckpt = newest_run_checkpoint(path)
         log_path = path / "metrics.jsonl"
         return ckpt, log_path if log_path.exists() else None
     if path.is_file() and path.parent.name == "checkpoints":

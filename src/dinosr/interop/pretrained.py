@@ -208,6 +208,16 @@ def _import_spidr(model_state: Mapping[str, Tensor], num_heads: int | None, head
     return state_to_model(state, cfg, MaskingConfig(min_masks=2))
 
 
+def newest_run_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint of a training run directory (``RUN/checkpoints/checkpoint_*.pt``)."""
+    from dinosr.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint yet")
+    return ckpt
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -219,13 +229,16 @@ def load_model(
 
     Args:
         path: a :func:`save_pretrained` directory; one of our training checkpoints
-            (``{"model", "config", ...}``); the official fairseq ``dinosr.ckpt``; a spidr ``.pt``
-            (``{"model": state_dict}``), or a bare state dict of ours.
+            (``{"model", "config", ...}``) or a training run directory (its newest checkpoint); the
+            official fairseq ``dinosr.ckpt``; a spidr ``.pt`` (``{"model": state_dict}``), or a bare
+            state dict of ours.
         num_heads: attention heads for imported checkpoints (not visible in weights; default
             ``embed_dim // 64``, or the fairseq cfg's value).
         head_placement: for spidr files: "final" (DinoSR) or "intermediate" (SpidR): same key sets.
     """
     path = Path(path)
+    if path.is_dir() and not (path / WEIGHTS_NAME).exists() and (path / "checkpoints").is_dir():
+        path = newest_run_checkpoint(path)
     if path.is_dir():
         return load_pretrained(path, map_location=map_location)
     try:
