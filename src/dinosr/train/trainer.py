@@ -451,7 +451,8 @@ class Trainer:
         path = latest_checkpoint(self.checkpoint_dir)
         if path is None:
             return False
-        state = load_checkpoint(path, map_location=self.device)
+        # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest where it belongs.
+        state = load_checkpoint(path, map_location="cpu")
         changed = config_diff(state.get("config", {}), self.cfg.to_dict())
         if changed and self.is_main:
             log.warning("resuming with a different config: %s", ", ".join(changed))
