@@ -142,14 +142,12 @@ def test_units_batch_equals_single_and_dedup(source):
         model.units(wavs, layer=0)
 
 
-@pytest.mark.parametrize("target_tensor", ["ffn", "residual"])
-def test_codebook_units_are_the_training_targets(target_tensor):
-    model = _model(target_tensor=target_tensor)
+def test_codebook_units_are_the_training_targets():
+    model = _model()
     wav = standardize(_wavs()[0][None])
     enc = model.encode(wav, teacher=True)
     k = model.cfg.codebook_layers.index(2)
-    tensors = enc.ffn if target_tensor == "ffn" else enc.residuals
-    targets = torch.stack([instance_norm_frames(f)[0] for f in tensors[-2:]])  # (K, T, D)
+    targets = torch.stack([instance_norm_frames(f)[0] for f in enc.ffn[-2:]])  # (K, T, D)
     expected = model.codebooks.assign(targets)[k]
     assert torch.equal(model.units(_wavs()[0], layer=2).units[0], expected)
     head = model.heads[k](enc.residuals[-1]).argmax(-1)[0]  # teacher==student at init (copy)

@@ -347,9 +347,9 @@ def units(
         waveforms, lengths, normalize, chunk_seconds, context_seconds: as in :func:`extract_features`.
         layer: 1-based transformer layer with a codebook (``model.cfg.codebook_layers``; default the
             first, layer 5 of the base model).
-        source: "codebook" = nearest teacher-side codeword of that layer's codebook (the teacher's
-            ``model.cfg.target_tensor`` instance-normalised over the utterance, as in training); "head" =
-            argmax of the student's prediction head for that layer on unmasked input.
+        source: "codebook" = nearest teacher-side codeword of that layer's codebook (instance-normalised
+            teacher FFN output over the utterance, as in training); "head" = argmax of the student's
+            prediction head for that layer on unmasked input.
         dedup: merge repeated consecutive units and return their durations in frames.
     Returns:
         :class:`Units` with one (T_i,) int64 tensor per utterance (and durations if ``dedup``).
@@ -366,19 +366,18 @@ def units(
     with _eval_no_grad(model):
         wav, lens = _prepare(model, waveforms, lengths, normalize)
         if source == "codebook":
-            targets, frames = hidden_states(
+            ffn, frames = hidden_states(
                 model,
                 wav,
                 lens,
                 layers=[layer],
-                kind="ffn" if model.cfg.target_tensor == "ffn" else "hidden",
+                kind="ffn",
                 teacher=True,
                 chunk_seconds=chunk_seconds,
                 context_seconds=context_seconds,
             )
-            t = targets[layer]
-            valid = torch.arange(t.shape[1], device=frames.device)[None] < frames[:, None]
-            z = instance_norm_frames(t, ~valid.to(t.device))
+            valid = torch.arange(ffn[layer].shape[1], device=frames.device)[None] < frames[:, None]
+            z = instance_norm_frames(ffn[layer], ~valid.to(ffn[layer].device))
             codes = _nearest_codeword(model, k, z)
         else:
             intermediate = model.cfg.head_placement == "intermediate"

@@ -50,8 +50,6 @@ class ModelConfig:
     codebook_size: int = 256  # codebook_size
     codebook_decay: float = 0.9  # codebook_init_decay / codebook_end_decay
     head_placement: Literal["final", "intermediate"] = "final"  # final = DinoSR, intermediate = SpidR
-    # ffn = official: FFN output before the residual; residual = the layer's post-LN output
-    target_tensor: Literal["ffn", "residual"] = "ffn"
     teacher_init: Literal["copy", "reinit"] = "copy"  # copy = official, reinit = spidr
     ema_decay: float = 0.999  # ema_decay
     ema_end_decay: float = 0.9999  # ema_end_decay
@@ -84,7 +82,6 @@ class ModelConfig:
             1 <= self.num_codebook_layers <= self.num_layers, "need 1 <= num_codebook_layers <= num_layers"
         )
         _check(self.codebook_size >= 2, "codebook_size must be >= 2")
-        _check(self.target_tensor in ("ffn", "residual"), "target_tensor must be 'ffn' or 'residual'")
         _check(0.0 <= self.codebook_decay < 1.0, "codebook_decay must be in [0, 1)")
         for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop"):
             _check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")

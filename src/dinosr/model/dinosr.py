@@ -293,14 +293,10 @@ class DinoSR(nn.Module):
     # ----------------------------------------------------------------------------- training forward
     @torch.no_grad()
     def _targets(self, features: Tensor, padding_mask: Tensor | None, mask: Tensor) -> Tensor:
-        """Instance-normalised teacher outputs (``cfg.target_tensor``) of the top-K layers at masked frames.
-
-        Returns (K, M, D) fp32.
-        """
+        """Instance-normalised teacher FFN outputs of the top-K layers at masked frames: (K, M, D) fp32."""
         out = self.teacher(features, padding_mask)
         first = self.cfg.num_layers - self.cfg.num_codebook_layers
-        tensors = out.ffn if self.cfg.target_tensor == "ffn" else out.residuals
-        return torch.stack([instance_norm_frames(f, padding_mask)[mask] for f in tensors[first:]])
+        return torch.stack([instance_norm_frames(f, padding_mask)[mask] for f in out.ffn[first:]])
 
     def _logits(self, out: TransformerOutput, mask: Tensor) -> Tensor:
         """Head logits at masked frames: (K, M, V) in the compute dtype."""
