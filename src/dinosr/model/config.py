@@ -163,5 +163,5 @@ def tiny_model_config() -> ModelConfig:
         pos_conv_groups=16,
         pos_conv_depth=5,
         num_codebook_layers=3,
-        codebook_size=256,
+        codebook_size=64,  # the tiny recipe on a 40-phone, 46-min corpus (docs/small_batch.md section 7)
     )
