@@ -802,7 +802,7 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path | None]:
     A training run directory (``checkpoints/`` inside) resolves to its newest checkpoint and its
     ``metrics.jsonl``; a checkpoint inside ``RUN/checkpoints/`` finds ``RUN/metrics.jsonl`` too.
     """
-    from dinosr.interop.pretrained import newest_run_checkpoint
+    from dinosr.train.checkpoint import newest_run_checkpoint
 
     path = Path(path)
     if path.is_dir() and (path / "checkpoints").is_dir():

@@ -208,16 +208,6 @@ def _import_spidr(model_state: Mapping[str, Tensor], num_heads: int | None, head
     return state_to_model(state, cfg, MaskingConfig(min_masks=2))
 
 
-def newest_run_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint of a training run directory (``RUN/checkpoints/checkpoint_*.pt``)."""
-    from dinosr.train.checkpoint import latest_checkpoint
-
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
-    if ckpt is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint yet")
-    return ckpt
-
-
 def load_model(
     path: str | os.PathLike,
     *,
@@ -238,6 +228,8 @@ def load_model(
     """
     path = Path(path)
     if path.is_dir() and not (path / WEIGHTS_NAME).exists() and (path / "checkpoints").is_dir():
+        from dinosr.train.checkpoint import newest_run_checkpoint
+
         path = newest_run_checkpoint(path)
     if path.is_dir():
         return load_pretrained(path, map_location=map_location)

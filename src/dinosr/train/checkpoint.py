@@ -41,6 +41,14 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_run_checkpoint(run_dir: str | Path) -> Path:
+    """The newest checkpoint of a training run directory (``RUN/checkpoints/``); raises if it has none."""
+    ckpt = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"{Path(run_dir) / 'checkpoints'} holds no checkpoint yet")
+    return ckpt
+
+
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, *, keep_last: int) -> Path:
     """Write ``state`` atomically as the checkpoint of ``step`` and delete all but the last ``keep_last``.
 
