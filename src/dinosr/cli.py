@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "dinosr.data.corpus.cli",  # corpus synth | demo
     "dinosr.interop.cli",  # convert, export, extract
     "dinosr.evaluate.cli",  # evaluate, demo
+    "dinosr.asr.cli",  # wer, transcribe
 ]
 
 
