@@ -3,6 +3,11 @@
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the parser's
 ``func`` default is called with the parsed arguments and returns an exit code. Logging is
 configured here and nowhere else.
+
+Error boundary: a :class:`dinosr.errors.DinosrError` (bad input: a file, a config value, a busy work
+directory) or an ``OSError`` about a named file is printed as one line, ``dinosr <command>: error:
+<message>``, with exit status 2; ``--debug`` (or ``DINOSR_DEBUG=1``) adds the traceback. Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
+
+from dinosr.errors import DinosrError
 
 # (module, what it adds) — modules are imported lazily so `dinosr --help` stays fast and
 # optional dependencies are only needed by the subcommand that uses them.
@@ -20,23 +29,38 @@ SUBCOMMAND_MODULES = [
     "dinosr.data.corpus.cli",  # corpus synth | demo
     "dinosr.interop.cli",  # convert, export, extract
     "dinosr.evaluate.cli",  # evaluate, demo
-    "dinosr.asr.cli",  # wer, transcribe
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dinosr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of errors too (also: DINOSR_DEBUG=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and err.name.startswith("dinosr"):
-                continue  # that part of the toolkit is not built yet
-            raise
-        module.add_parser(subparsers)
+        # No try/except: a subcommand module that fails to import is a bug to see, not a command to hide.
+        importlib.import_module(name).add_parser(subparsers)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip()) or "(no message)"
+
+
+def _user_error(err: BaseException) -> str | None:
+    """The one-line message for an error caused by the user's input, or None for a bug."""
+    if isinstance(err, DinosrError):
+        return _one_line(str(err))
+    if isinstance(err, OSError) and err.filename is not None:  # a named file is missing, unreadable, ...
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+        return _one_line(f"{where}: {err.strerror or err}")
+    return None
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("DINOSR_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (DinosrError, OSError) as err:
+        message = _user_error(err)
+        if message is None:
+            raise
+        if _debug_requested(args):
+            traceback.print_exc()
+        command = " ".join(filter(None, [args.command, getattr(args, "corpus_command", None)]))
+        print(f"dinosr {command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dinosr {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

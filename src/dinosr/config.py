@@ -23,12 +23,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from dinosr.data.config import DataConfig
+from dinosr.errors import ConfigError
 from dinosr.model.config import MaskingConfig, ModelConfig
 from dinosr.train.config import OptimConfig, RunConfig
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from dinosr.errors import LabelError
+
 SILENCE = "sil"
 FRAME_STEP = 0.02  # DinoSR's frame rate (320-sample hop at 16 kHz)
 
@@ -48,7 +50,7 @@ class Segment(NamedTuple):
     phone: str
 
 
-class AlignmentError(ValueError):
+class AlignmentError(LabelError):
     """A malformed alignment file; the message names the file and the line."""
 
 

@@ -14,18 +14,13 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from dinosr.errors import AudioError
+
 log = logging.getLogger(__name__)
 
+__all__ = ["AudioError", "load_audio", "resample", "standardize"]
+
 _resample_noted = False  # log the first resampling once per process, not once per file
-
-
-class AudioError(RuntimeError):
-    """An audio file cannot be used; ``str(err)`` is ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
 
 
 def standardize(wav: np.ndarray, eps: float = 1e-5) -> np.ndarray:

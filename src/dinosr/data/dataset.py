@@ -14,7 +14,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from dinosr.data.audio import AudioError, load_audio
 from dinosr.data.config import DataConfig
@@ -69,7 +69,9 @@ class AudioDataset(Dataset):
     """Decodes manifest entries; ``dataset[key]`` takes a `SampleKey` (or a plain int = epoch 0, no cap).
 
     Returns None for a bad file when ``cfg.skip_bad_files`` (logged; the collator counts it),
-    else raises `AudioError`.
+    else raises `AudioError`. Inside a DataLoader worker the error is *returned* instead and the
+    collator passes it on, so the main process re-raises the original `AudioError` (torch would
+    wrap a raised one as "Caught AudioError in DataLoader worker process 0" plus a traceback).
     """
 
     def __init__(self, entries: Sequence[ManifestEntry], cfg: DataConfig) -> None:
@@ -79,7 +81,7 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, key: SampleKey | int) -> Item | None:
+    def __getitem__(self, key: SampleKey | int) -> Item | AudioError | None:
         if not isinstance(key, SampleKey):
             key = SampleKey(int(key), 0, self.cfg.max_sample_size)
         entry = self.entries[key.index]
@@ -93,6 +95,8 @@ class AudioDataset(Dataset):
             )
         except AudioError as err:
             if not self.cfg.skip_bad_files:
+                if get_worker_info() is not None:
+                    return err  # see the class docstring: the main process raises it
                 raise
             log.warning("skipping bad audio file %s", err)
             return None
@@ -121,7 +125,10 @@ class Collator:
         start = crop_offset(self.seed, item.key.epoch, item.key.index, len(item.wav) - size)
         return item.wav[start : start + size]
 
-    def __call__(self, items: Sequence[Item | None]) -> Batch:
+    def __call__(self, items: Sequence[Item | AudioError | None]) -> Batch | AudioError:
+        for it in items:
+            if isinstance(it, AudioError):
+                return it  # an unreadable file without skip_bad_files: TrainLoader raises it
         good = [it for it in items if it is not None]
         skipped = len(items) - len(good)
         if not good:  # every file bad: an empty batch the trainer skips on all ranks together

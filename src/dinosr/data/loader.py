@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from torch.utils.data import DataLoader
 
@@ -11,6 +12,7 @@ from dinosr.data.config import DataConfig
 from dinosr.data.dataset import AudioDataset, Batch, Collator
 from dinosr.data.manifest import ManifestEntry
 from dinosr.data.sampler import BucketBatchSampler, cropped_fraction
+from dinosr.errors import AudioError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class TrainLoader:
     def __iter__(self) -> Iterator[Batch]:
         self.sampler.set_epoch(self.epoch, self.batches_done)
         for batch in self.dataloader:
+            if isinstance(batch, AudioError):
+                raise batch  # returned by a worker (AudioDataset), so the user sees the file, not a wrapper
             self.batches_done += 1
             yield batch
 
@@ -58,6 +62,23 @@ class TrainLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.set_epoch(int(state["epoch"]), int(state["start_batch"]))
+
+
+def _warn_duplicates(entries: Sequence[ManifestEntry]) -> None:
+    """Warn (once, with the count) when the manifest lists a file more than once: it is trained on twice."""
+    seen: set[Path] = set()
+    duplicates = []
+    for e in entries:
+        if e.path in seen:
+            duplicates.append(e.path)
+        seen.add(e.path)
+    if duplicates:
+        log.warning(
+            "the manifest has %d duplicate line(s): a repeated file is trained on again every epoch "
+            "(first: %s)",
+            len(duplicates),
+            duplicates[0],
+        )
 
 
 def build_train_loader(
@@ -74,6 +95,7 @@ def build_train_loader(
     `BucketBatchSampler` and loaded by ``cfg.num_workers`` workers. Every rank must pass the
     same ``entries`` and ``seed``.
     """
+    _warn_duplicates(entries)
     lengths = [training_length(e, cfg.sample_rate, cfg.manifest_rate) for e in entries]
     kept = [i for i, n in enumerate(lengths) if n >= cfg.min_sample_size]
     if len(kept) < len(entries):

@@ -28,13 +28,13 @@ from pathlib import Path
 import soundfile
 from tqdm import tqdm
 
+from dinosr.errors import ManifestError
+
 log = logging.getLogger(__name__)
 
 FORMATS = (".tsv", ".csv", ".jsonl")
-
-
-class ManifestError(ValueError):
-    """A manifest file is malformed; the message names the file and the line."""
+# utf-8-sig: a byte-order mark written by some editors is dropped instead of becoming part of the root path.
+_ENCODING = "utf-8-sig"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _parse_count(value: object, where: str) -> int:
 
 
 def _read_tsv(path: Path) -> list[ManifestEntry]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=_ENCODING) as f:
         lines = f.read().splitlines()
     if not lines or not lines[0].strip():
         raise ManifestError(f"{path}:1: a fairseq manifest starts with the root directory")
@@ -118,7 +118,7 @@ def _optional_rate(value: object, where: str) -> int | None:
 def _read_csv(path: Path) -> list[ManifestEntry]:
     base = path.resolve().parent
     entries = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=_ENCODING, newline="") as f:
         reader = csv.DictReader(f)
         missing = {"fileid", "path", "num_samples"} - set(reader.fieldnames or [])
         if missing:
@@ -145,7 +145,7 @@ def _read_csv(path: Path) -> list[ManifestEntry]:
 def _read_jsonl(path: Path) -> list[ManifestEntry]:
     base = path.resolve().parent
     entries = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=_ENCODING) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -176,7 +176,29 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
     """
     path = Path(path)
     readers = {".tsv": _read_tsv, ".csv": _read_csv, ".jsonl": _read_jsonl}
-    return readers[_format_of(path)](path)
+    reader = readers[_format_of(path)]
+    if not path.exists():
+        raise ManifestError(f"{path}: manifest not found")
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory, not a manifest file")
+    try:
+        return reader(path)
+    except UnicodeDecodeError:
+        where = _first_non_utf8(path)
+        raise ManifestError(f"{path}:{where}: not UTF-8 text; re-save the manifest as UTF-8") from None
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror or err})") from None
+
+
+def _first_non_utf8(path: Path) -> str:
+    """``"<line>: byte 0x.."`` of the first byte that is not UTF-8 (text IO reports chunk offsets only)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return f"{line}: byte 0x{data[err.start]:02x}"
+    return "?"
 
 
 def write_manifest(

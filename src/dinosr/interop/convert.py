@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dinosr.errors import CheckpointError
 from dinosr.model.config import BASE_CONV_LAYERS, ModelConfig
 
 __all__ = [
@@ -43,7 +44,7 @@ _SPIDR_LAYER = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A foreign state dict has keys we cannot map, or lacks keys the model needs."""
 
 

@@ -24,11 +24,9 @@ from typing import Any
 
 import torch
 
+from dinosr.errors import UnsafeCheckpointError
+
 __all__ = ["PickleStub", "Unpickler", "UnsafeCheckpointError", "load", "safe_torch_load"]
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The file references a global that could execute code; loading was refused."""
 
 
 class PickleStub:

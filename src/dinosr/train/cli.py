@@ -47,14 +47,10 @@ def resolve_config_path(name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dinosr.config import ConfigError, load_config
+    from dinosr.config import load_config
     from dinosr.train.trainer import TrainingDiverged
 
-    try:
-        cfg = load_config(resolve_config_path(args.config), args.overrides)
-    except ConfigError as err:
-        log.error("%s", err)
-        return 2
+    cfg = load_config(resolve_config_path(args.config), args.overrides)  # ConfigError: dinosr.cli reports it
     try:
         pretrain(cfg)
         return 0

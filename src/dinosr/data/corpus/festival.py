@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dinosr.data.corpus.phones import FESTIVAL_RADIO_TO_ARPABET
+from dinosr.errors import DinosrError
 
 FESTIVAL_PACKAGE = "festival"
 
@@ -52,7 +53,7 @@ FESTIVAL_VOICES: dict[str, FestivalVoice] = {
 }  # fmt: skip
 
 
-class EngineMissingError(RuntimeError):
+class EngineMissingError(DinosrError, RuntimeError):
     """A synthesis engine or voice is not installed; the message names the Debian package."""
 
 
