@@ -9,6 +9,7 @@ import pytest
 import soundfile
 import torch
 
+import dinosr
 from dinosr.cli import main
 from dinosr.data.audio import AudioError
 from dinosr.data.manifest import ManifestEntry, write_manifest
@@ -29,7 +30,7 @@ def corpus(tmp_path):
     write_manifest(entries, tmp_path / "train.tsv")
     torch.manual_seed(0)
     model = dinosr_tiny(num_layers=2, num_codebook_layers=2).eval()
-    model.save_pretrained(tmp_path / "model")
+    dinosr.save_pretrained(model, tmp_path / "model")
     return tmp_path, model, entries
 
 
@@ -44,12 +45,12 @@ def test_extract_writes_features_and_units_and_resumes(corpus):
     assert len(km) == len(entries) == len(jsonl)
     for e, line, rec in zip(entries, km, jsonl):
         wav = soundfile.read(e.path, dtype="float32")[0]
-        feats, lengths = model.extract_features(wav, layers=[0, 2])
+        feats, lengths = dinosr.extract_features(model, wav, layers=[0, 2])
         for layer in (0, 2):
             saved = np.load(out / f"layer{layer}" / f"{e.name}.npy")
             assert saved.shape == (int(lengths[0]), model.cfg.embed_dim)
             np.testing.assert_allclose(saved, feats[layer][0].numpy(), atol=1e-4)
-        units = model.units(wav, layer=2).units[0].tolist()
+        units = dinosr.units(model, wav, layer=2).units[0].tolist()
         assert [int(x) for x in line.split()] == units
         assert rec == {"name": e.name, "units": units}
     # a second run skips everything that is done; a deleted output is redone

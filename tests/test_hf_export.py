@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import dinosr
 from dinosr.cli import main
 from dinosr.inference import pad_waveforms, standardize
 from dinosr.model import dinosr_tiny
@@ -16,14 +17,14 @@ transformers = pytest.importorskip("transformers")
 def test_hf_hidden_states_match(tmp_path, qkv_bias):
     torch.manual_seed(0)
     model = dinosr_tiny(num_layers=2, num_codebook_layers=2, qkv_bias=qkv_bias).eval()
-    model.save_pretrained(tmp_path / "ours")
+    dinosr.save_pretrained(model, tmp_path / "ours")
     assert main(["export", "--to", "hf", str(tmp_path / "ours"), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "dinosr_extra.safetensors").exists()
     hf = transformers.Data2VecAudioModel.from_pretrained(tmp_path / "hf").eval()
 
     g = torch.Generator().manual_seed(2)
     wavs = [torch.randn(16000, generator=g), torch.randn(9000, generator=g)]
-    ours, lengths = model.extract_features(wavs, kind="hidden", chunk_seconds=None)
+    ours, lengths = dinosr.extract_features(model, wavs, kind="hidden", chunk_seconds=None)
     wav, lens = pad_waveforms(wavs)
     wav = standardize(wav, lens)
     with torch.no_grad():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import dinosr
 from dinosr.interop import ConversionError, UnsafeCheckpointError, load_model, safe_torch_load
 from dinosr.interop.convert import fairseq_to_dinosr, infer_model_config, spidr_to_dinosr
 from dinosr.interop.safe_pickle import PickleStub
@@ -123,10 +124,10 @@ def _tiny(**kw) -> DinoSR:
 
 def _outputs(model: DinoSR) -> list[torch.Tensor]:
     wav = torch.randn(12000, generator=torch.Generator().manual_seed(5))
-    feats, _ = model.extract_features(wav, kind="hidden")
-    ffn, _ = model.extract_features(wav, kind="ffn", teacher=True)
+    feats, _ = dinosr.extract_features(model, wav, kind="hidden")
+    ffn, _ = dinosr.extract_features(model, wav, kind="ffn", teacher=True)
     units = [
-        model.units(wav, layer=lay, source=s).units[0]
+        dinosr.units(model, wav, layer=lay, source=s).units[0]
         for lay in model.cfg.codebook_layers
         for s in ("codebook", "head")
     ]

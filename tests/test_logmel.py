@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import dinosr
 from dinosr.model import dinosr_tiny
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor
@@ -45,23 +46,22 @@ def test_logmel_model_padded_batch_equals_singles():
     batch = torch.zeros(2, 8000)
     batch[1, :5120] = waves[1]
     batch[0] = waves[0]
-    feats = model.extract_features(batch, torch.tensor([8000, 5120]), layers=[0, 4]).features
+    feats = dinosr.extract_features(model, batch, torch.tensor([8000, 5120]), layers=[0, 4]).features
     for i, wav in enumerate(waves):
-        single = model.extract_features(wav, layers=[0, 4]).features
+        single = dinosr.extract_features(model, wav, layers=[0, 4]).features
         n = single[4].shape[1]
         torch.testing.assert_close(feats[4][i, :n], single[4][0], atol=1e-5, rtol=1e-5)
 
 
 def test_logmel_model_saves_and_loads(tmp_path):
-    from dinosr.model import DinoSR
 
     torch.manual_seed(0)
     model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4).eval()
-    model.save_pretrained(tmp_path / "m")
-    loaded = DinoSR.from_pretrained(tmp_path / "m")
+    dinosr.save_pretrained(model, tmp_path / "m")
+    loaded = dinosr.load_model(tmp_path / "m")
     wav = torch.randn(12000)
-    expected = model.extract_features(wav, layers=[4]).features[4]
-    torch.testing.assert_close(loaded.extract_features(wav, layers=[4]).features[4], expected)
+    expected = dinosr.extract_features(model, wav, layers=[4]).features[4]
+    torch.testing.assert_close(dinosr.extract_features(loaded, wav, layers=[4]).features[4], expected)
 
 
 def test_logmel_model_trains_and_refuses_hf_export(tmp_path):

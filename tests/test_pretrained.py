@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import dinosr
 from dinosr.cli import main
 from dinosr.config import Config
 from dinosr.inference import standardize
@@ -32,8 +33,8 @@ def _assert_same_model(a: DinoSR, b: DinoSR) -> None:
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    fa, _ = a.extract_features(_wavs())
-    fb, _ = b.extract_features(_wavs())
+    fa, _ = dinosr.extract_features(a, _wavs())
+    fb, _ = dinosr.extract_features(b, _wavs())
     for layer in fa:
         assert torch.equal(fa[layer], fb[layer])
 
@@ -41,10 +42,10 @@ def _assert_same_model(a: DinoSR, b: DinoSR) -> None:
 def test_save_and_load_pretrained_round_trip(tmp_path):
     model = DinoSR(_model().cfg, MaskingConfig(mask_prob=0.65, mask_length=5))
     model.eval()
-    model.save_pretrained(tmp_path / "m")
+    dinosr.save_pretrained(model, tmp_path / "m")
     assert (tmp_path / "m" / "config.json").exists()
     assert (tmp_path / "m" / "model.safetensors").exists()
-    loaded = DinoSR.from_pretrained(tmp_path / "m")
+    loaded = dinosr.load_model(tmp_path / "m")
     assert not loaded.training
     assert not any(p.requires_grad for p in loaded.teacher.parameters())
     _assert_same_model(model, loaded)
@@ -60,7 +61,7 @@ def test_training_checkpoint_loads_and_converts(tmp_path):
     assert loaded.masking_cfg.min_masks == 2
     _assert_same_model_weights_and_features(model, loaded)
     assert main(["convert", str(tmp_path / "c.pt"), str(tmp_path / "out")]) == 0
-    _assert_same_model_weights_and_features(model, DinoSR.from_pretrained(tmp_path / "out"))
+    _assert_same_model_weights_and_features(model, dinosr.load_model(tmp_path / "out"))
 
 
 def test_training_run_directory_loads_its_newest_checkpoint(tmp_path):
@@ -73,15 +74,15 @@ def test_training_run_directory_loads_its_newest_checkpoint(tmp_path):
     for step, model in ((100, old), (200, new)):
         state = {"step": step, "model": model.state_dict(), "config": Config(model=model.cfg).to_dict()}
         torch.save(state, run / "checkpoints" / f"checkpoint_{step:08d}.pt")
-    _assert_same_model_weights_and_features(new, DinoSR.from_pretrained(run))
+    _assert_same_model_weights_and_features(new, dinosr.load_model(run))
 
 
 def _assert_same_model_weights_and_features(a: DinoSR, b: DinoSR) -> None:
     assert a.cfg == b.cfg
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
-    fa, la = a.extract_features(_wavs(), kind="ffn")
-    fb, lb = b.extract_features(_wavs(), kind="ffn")
+    fa, la = dinosr.extract_features(a, _wavs(), kind="ffn")
+    fb, lb = dinosr.extract_features(b, _wavs(), kind="ffn")
     assert torch.equal(la, lb)
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
 
@@ -99,18 +100,18 @@ def test_bare_state_dict_infers_architecture(tmp_path):
 def test_features_match_encode_and_layer_conventions():
     model = _model()
     wav = _wavs()[0]
-    feats, lengths = model.extract_features(wav)
+    feats, lengths = dinosr.extract_features(model, wav)
     assert sorted(feats) == [0, 1, 2]
     assert lengths.tolist() == [49]
     enc = model.encode(standardize(wav[None]))
     assert torch.equal(feats[0], enc.layer_input)
     assert torch.equal(feats[2], enc.residuals[1])
-    ffn, _ = model.extract_features(wav, kind="ffn", layers=[1])
+    ffn, _ = dinosr.extract_features(model, wav, kind="ffn", layers=[1])
     assert torch.equal(ffn[1], enc.ffn[0])
     with pytest.raises(ValueError, match="out of range"):
-        model.extract_features(wav, kind="ffn", layers=[0])
+        dinosr.extract_features(model, wav, kind="ffn", layers=[0])
     # the input's scale does not matter: standardisation happens inside
-    scaled, _ = model.extract_features(wav * 7 + 2, layers=[2])
+    scaled, _ = dinosr.extract_features(model, wav * 7 + 2, layers=[2])
     assert torch.allclose(scaled[2], feats[2], atol=1e-4)
 
 
@@ -118,9 +119,9 @@ def test_features_match_encode_and_layer_conventions():
 def test_padded_batch_equals_single_utterances(kind):
     model = _model()
     wavs = _wavs()
-    batch, lengths = model.extract_features(wavs, kind=kind)
+    batch, lengths = dinosr.extract_features(model, wavs, kind=kind)
     for i, w in enumerate(wavs):
-        single, n = model.extract_features(w, kind=kind)
+        single, n = dinosr.extract_features(model, w, kind=kind)
         assert int(lengths[i]) == int(n[0])
         for layer in batch:
             assert torch.allclose(batch[layer][i, : n[0]], single[layer][0], atol=1e-4)
@@ -131,15 +132,15 @@ def test_padded_batch_equals_single_utterances(kind):
 def test_units_batch_equals_single_and_dedup(source):
     model = _model()
     wavs = _wavs()
-    batch = model.units(wavs, layer=2, source=source)
+    batch = dinosr.units(model, wavs, layer=2, source=source)
     for i, w in enumerate(wavs):
-        assert torch.equal(batch.units[i], model.units(w, layer=2, source=source).units[0])
-    dd = model.units(wavs, layer=2, source=source, dedup=True)
+        assert torch.equal(batch.units[i], dinosr.units(model, w, layer=2, source=source).units[0])
+    dd = dinosr.units(model, wavs, layer=2, source=source, dedup=True)
     for full, vals, durs in zip(batch.units, dd.units, dd.durations):
         assert int(durs.sum()) == len(full)
         assert torch.equal(torch.repeat_interleave(vals, durs), full)
     with pytest.raises(ValueError, match="no codebook"):
-        model.units(wavs, layer=0)
+        dinosr.units(model, wavs, layer=0)
 
 
 def test_codebook_units_are_the_training_targets():
@@ -149,14 +150,14 @@ def test_codebook_units_are_the_training_targets():
     k = model.cfg.codebook_layers.index(2)
     targets = torch.stack([instance_norm_frames(f)[0] for f in enc.ffn[-2:]])  # (K, T, D)
     expected = model.codebooks.assign(targets)[k]
-    assert torch.equal(model.units(_wavs()[0], layer=2).units[0], expected)
+    assert torch.equal(dinosr.units(model, _wavs()[0], layer=2).units[0], expected)
     head = model.heads[k](enc.residuals[-1]).argmax(-1)[0]  # teacher==student at init (copy)
-    assert torch.equal(model.units(_wavs()[0], layer=2, source="head").units[0], head)
+    assert torch.equal(dinosr.units(model, _wavs()[0], layer=2, source="head").units[0], head)
 
 
 def test_api_restores_training_mode():
     model = _model().train()
-    model.extract_features(_wavs()[0])
+    dinosr.extract_features(model, _wavs()[0])
     assert model.training
 
 
@@ -164,17 +165,17 @@ def test_chunked_equals_whole_when_the_file_fits_and_is_close_otherwise():
     model = _model()
     g = torch.Generator().manual_seed(3)
     wav = torch.randn(16000 * 8, generator=g)
-    whole, n = model.extract_features(wav, chunk_seconds=None)
-    same, _ = model.extract_features(wav, chunk_seconds=6.0, context_seconds=1.0)  # 8 s <= 6 + 2 x 1
+    whole, n = dinosr.extract_features(model, wav, chunk_seconds=None)
+    same, _ = dinosr.extract_features(model, wav, chunk_seconds=6.0, context_seconds=1.0)  # 8 s <= 6 + 2 x 1
     assert all(torch.equal(whole[k], same[k]) for k in whole)
-    chunked, m = model.extract_features(wav, chunk_seconds=2.0, context_seconds=1.0)
+    chunked, m = dinosr.extract_features(model, wav, chunk_seconds=2.0, context_seconds=1.0)
     assert torch.equal(n, m)
     # layer 0: CNN frames are exact, the positional conv (+-45 frames) fits in 1 s of context
     assert torch.allclose(chunked[0], whole[0], atol=1e-4)
     for k in (1, 2):  # attention sees only the window: small differences (docs/usage.md)
         cos = torch.nn.functional.cosine_similarity(chunked[k][0], whole[k][0], dim=-1)
         assert cos.min() > 0.999, (k, cos.min())
-    u_whole = model.units(wav, layer=2, chunk_seconds=None).units[0]
-    u_chunk = model.units(wav, layer=2, chunk_seconds=2.0, context_seconds=1.0).units[0]
+    u_whole = dinosr.units(model, wav, layer=2, chunk_seconds=None).units[0]
+    u_chunk = dinosr.units(model, wav, layer=2, chunk_seconds=2.0, context_seconds=1.0).units[0]
     assert len(u_whole) == len(u_chunk)
     assert (u_whole == u_chunk).float().mean() > 0.95

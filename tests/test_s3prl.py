@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+import dinosr
 from dinosr.interop.s3prl import UpstreamExpert, dinosr_local
 from dinosr.model import dinosr_tiny
 
@@ -11,7 +12,7 @@ from dinosr.model import dinosr_tiny
 def test_upstream_expert(tmp_path):
     torch.manual_seed(0)
     model = dinosr_tiny(num_layers=2, num_codebook_layers=2).eval()
-    model.save_pretrained(tmp_path / "m")
+    dinosr.save_pretrained(model, tmp_path / "m")
     expert = dinosr_local(str(tmp_path / "m"))
     assert isinstance(expert, UpstreamExpert)
     assert expert.get_downsample_rates("hidden_states") == 320
@@ -23,7 +24,7 @@ def test_upstream_expert(tmp_path):
     assert len(states) == model.cfg.num_layers + 1
     assert len({h.shape for h in states}) == 1
     assert torch.equal(out["last_hidden_state"], states[-1])
-    ref, _ = model.extract_features(wavs, chunk_seconds=None)
+    ref, _ = dinosr.extract_features(model, wavs, chunk_seconds=None)
     for layer, h in enumerate(states):
         assert torch.allclose(h, ref[layer], atol=1e-5)
     # new-API shape: (B, L) + lengths -> (all_hs, all_hs_len)

@@ -10,10 +10,8 @@ M masked frames.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +32,6 @@ from dinosr.model.masking import compute_span_mask
 from dinosr.model.norm import instance_norm_frames
 from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
-
-if TYPE_CHECKING:
-    from dinosr.inference import Features, Units
 
 
 class EncoderOutput(NamedTuple):
@@ -249,46 +244,6 @@ class DinoSR(nn.Module):
                 x = torch.where(mask[..., None].to(x.device), self.mask_embedding.to(x.dtype), x)
             out = self.student(x, padding_mask, max_layer=max_layer)
         return EncoderOutput(out.layer_input, out.residuals, out.ffn, padding_mask)
-
-    # ----------------------------------------------------------------------------- inference API
-    # Thin wrappers: the code lives in dinosr.inference / dinosr.interop (imported lazily so that
-    # dinosr.model keeps importing only torch).
-    def extract_features(self, waveforms: Any, lengths: Tensor | None = None, **kwargs: Any) -> Features:
-        """Per-layer features, see :func:`dinosr.inference.extract_features`.
-
-        ``layers`` are 1-based (0 = transformer input); ``kind="hidden"`` (post-LN residual stream, HF/s3prl)
-        or ``"ffn"`` (FFN output before the residual, the clustered tensor). Returns ({layer: (B, T, D)},
-        (B,) frame lengths). Waveforms are standardised per utterance inside; eval mode, no grad.
-        """
-        from dinosr.inference import extract_features
-
-        return extract_features(self, waveforms, lengths, **kwargs)
-
-    def units(self, waveforms: Any, lengths: Tensor | None = None, **kwargs: Any) -> Units:
-        """Discrete units, see :func:`dinosr.inference.units`.
-
-        ``layer`` (1-based codebook layer), ``source="codebook"`` (teacher-side nearest codeword) or
-        ``"head"`` (student head argmax), ``dedup``. Eval mode, no grad.
-        """
-        from dinosr.inference import units
-
-        return units(self, waveforms, lengths, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> DinoSR:
-        """Load a pretrained directory, a training checkpoint, or an official/spidr checkpoint (eval mode).
-
-        See :func:`dinosr.interop.load_model`.
-        """
-        from dinosr.interop.pretrained import load_model
-
-        return load_model(path, **kwargs)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (see :func:`dinosr.interop.save_pretrained`)."""
-        from dinosr.interop.pretrained import save_pretrained
-
-        return save_pretrained(self, directory)
 
     # ----------------------------------------------------------------------------- training forward
     @torch.no_grad()
