@@ -3,23 +3,30 @@
 A checkpoint is a plain dict of tensors and Python containers/scalars (no pickled classes), so
 ``torch.load(path, weights_only=True)`` reads it. Files are ``<dir>/checkpoint_<step>.pt``;
 writing goes to a temporary file in the same directory followed by ``os.replace``, so a crash
-mid-write never leaves a truncated checkpoint under the final name.
+mid-write never leaves a truncated checkpoint under the final name (only a ``.checkpoint_*.pt.*.tmp``
+file, which the next run removes). A checkpoint damaged anyway (a full disk, a killed copy) raises
+:class:`CheckpointError` naming it; a resuming run falls back to the newest *complete* checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import pickle
 import re
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dinosr.errors import CheckpointError
+from dinosr.fileio import atomic_write
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
+# What atomic_write leaves behind when killed mid-write (fileio.temp_name_prefix): ours, safe to delete.
+_TEMP_NAME = re.compile(r"^\.checkpoint_\d+\.pt\..+\.tmp$")
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
@@ -58,16 +65,8 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, *, 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, fsync=True) as f:
+        torch.save(state, f)
     for old in list_checkpoints(directory)[:-keep_last]:
         old.unlink(missing_ok=True)
     log.info("saved checkpoint %s", path)
@@ -75,8 +74,118 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, *, 
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Read a checkpoint with ``weights_only=True`` (tensors and plain containers only).
+
+    Raises:
+        CheckpointError: the file is missing, empty, truncated, corrupt or holds pickled objects,
+            named in the message.
+    """
+    path = Path(path)
+    check_readable(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused a global: not one of our checkpoints
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a plain dinosr checkpoint (it holds pickled objects: {first})"
+        ) from None
+    except Exception as err:  # garbage bytes make torch/pickle raise almost anything
+        raise CheckpointError(f"{path}: {describe_load_error(err, path)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}")
+    return state
+
+
+def check_readable(path: Path) -> None:
+    """Raise CheckpointError for a missing, directory or zero-byte checkpoint path (before torch sees it)."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes): the checkpoint was not written completely")
+
+
+def describe_load_error(err: BaseException, path: Path) -> str:
+    """A short reason for torch.load's failure on a damaged file (torch's own text names no file and
+    differs between versions, so the file itself is inspected)."""
+    text = " ".join(str(err).split())[:160]
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip, without its end
+        return "truncated or incomplete checkpoint (the file ends early: a full disk or an unfinished copy?)"
+    if isinstance(err, EOFError):  # legacy (non-zip) torch.save format cut short
+        return "truncated or incomplete checkpoint (the file ends early: a full disk or an unfinished copy?)"
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+        return f"corrupt checkpoint: not a torch.save file ({type(err).__name__}: {text})"
+    return f"corrupt checkpoint ({type(err).__name__}: {text})"
+
+
+def clean_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed save left behind (only our ``.checkpoint_*.pt.*.tmp`` names)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = sorted(p for p in directory.iterdir() if _TEMP_NAME.match(p.name) and p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d unfinished checkpoint temp file(s) in %s", len(stale), directory)
+    return stale
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to ``<name>.damaged[.N]``: kept for inspection, but no longer a
+    checkpoint name, so neither a resume nor the keep-last rotation nor a new save of that step touches it."""
+    target = path.with_name(path.name + ".damaged")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged.{n}")
+        n += 1
+    path.rename(target)
+    return target
+
+
+def load_newest_complete(
+    directory: str | Path, *, map_location: str | torch.device = "cpu", tidy: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``directory`` that loads, as ``(path, state)``; None if there is none.
+
+    A damaged newer checkpoint is skipped with a warning naming it; it is never deleted. With ``tidy``
+    (pass it on one process of a job only) stale temporary files are removed first and, once an older
+    complete checkpoint was found, the damaged newer ones are renamed aside (:func:`set_aside`).
+
+    Raises:
+        CheckpointError: checkpoints exist but none of them loads.
+    """
+    if tidy:
+        clean_stale_temp_files(directory)
+    found = list_checkpoints(directory)
+    damaged = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as err:
+            log.warning("DAMAGED CHECKPOINT skipped: %s", err)
+            damaged.append(path)
+            continue
+        for bad in damaged:
+            if tidy and bad.exists():
+                log.warning("damaged checkpoint %s kept as %s", bad, set_aside(bad))
+        if damaged:
+            log.warning(
+                "RESUMING FROM AN OLDER CHECKPOINT: %s (step %s) instead of the damaged %s",
+                path,
+                state.get("step"),
+                ", ".join(p.name for p in damaged),
+            )
+        return path, state
+    if damaged:
+        raise CheckpointError(
+            f"{Path(directory)}: none of the {len(damaged)} checkpoint(s) is readable "
+            "(see the warnings above); move them away to start this run from scratch"
+        )
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,25 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dinosr.model.codebook import perplexity
+
 if TYPE_CHECKING:
     from dinosr.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def perplexity(counts: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of each row's normalised distribution.
-
-    Args:
-        counts: (K, V) non-negative counts or summed probabilities.
-
-    Returns:
-        (K,) perplexities in [1, V] (1 for an all-zero row).
-    """
-    counts = counts.double()
-    p = counts / counts.sum(-1, keepdim=True).clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
-    return entropy.exp().float()
 
 
 def active_codewords(counts: torch.Tensor) -> torch.Tensor:
@@ -163,6 +150,7 @@ class MetricsLogger:
     def __init__(self, workdir: str | Path, *, tensorboard: bool = False, enabled: bool = True) -> None:
         self.enabled = enabled
         self.path = Path(workdir) / "metrics.jsonl"
+        self.tb_dir = Path(workdir) / "tb"
         self._file = None
         self._tb = None
         if not enabled:
@@ -170,12 +158,46 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", buffering=1)  # line-buffered: tail -f works, crashes lose nothing
         if tensorboard:
+            self._open_tensorboard()
+
+    def _open_tensorboard(self, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - optional dependency
+            log.warning("tensorboard is not installed; pip install 'dinosr[tensorboard]'")
+        else:
+            self._tb = SummaryWriter(str(self.tb_dir), purge_step=purge_step)
+
+    def truncate_after(self, step: int) -> int:
+        """Drop the rows of steps > ``step`` (a resumed run logs them again); returns how many were dropped.
+
+        ``metrics.jsonl`` is rewritten atomically (a half-written last line of a killed run goes too);
+        TensorBoard hides the events past ``step`` (``purge_step``).
+        """
+        if not self.enabled:
+            return 0
+        from dinosr.fileio import atomic_write
+
+        self._file.close()
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # pragma: no cover - optional dependency
-                log.warning("tensorboard is not installed; pip install 'dinosr[tensorboard]'")
+                row_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                row_step = None  # not a complete row
+            if isinstance(row_step, int) and row_step <= step:
+                kept.append(line + "\n")
             else:
-                self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+                dropped += 1
+        if dropped:
+            with atomic_write(self.path, binary=False) as f:
+                f.writelines(kept)
+            log.info("%s: dropped %d row(s) past step %d (logged again now)", self.path, dropped, step)
+        self._file = self.path.open("a", buffering=1)
+        if self._tb is not None:
+            self._tb.close()
+            self._open_tensorboard(purge_step=step + 1)
+        return dropped
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -203,7 +225,7 @@ def effective_batch_message(cfg: Config, world_size: int) -> str:
     """The effective batch per optimizer step: what decides whether a recipe matches the paper's."""
     d, run = cfg.data, cfg.run
     samples = d.max_tokens * run.grad_accum * world_size
-    hop = math.prod(s for _, _, s in cfg.model.conv_layers)
+    hop = cfg.model.hop_length
     # Overlapping spans cover about 1 - exp(-mask_prob) of the frames.
     masked = samples / hop * (1 - math.exp(-cfg.masking.mask_prob))
     return (

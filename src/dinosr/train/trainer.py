@@ -31,8 +31,7 @@ from dinosr.config import Config, save_config
 from dinosr.train import distributed as dist
 from dinosr.train.checkpoint import (
     config_diff,
-    latest_checkpoint,
-    load_checkpoint,
+    load_newest_complete,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -448,11 +447,14 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest checkpoint of ``run.workdir`` if there is one; returns whether it did."""
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
+        # Newest *complete* checkpoint (a damaged newer one is skipped loudly, never deleted). On the CPU:
+        # the RNG states must be CPU tensors, and load_state_dict moves the rest where it belongs.
+        found = load_newest_complete(self.checkpoint_dir, map_location="cpu", tidy=self.is_main)
+        # Steps logged after that checkpoint by a killed run are trained and logged again: drop their rows.
+        self.metrics.truncate_after(int(found[1]["step"]) if found else 0)
+        if found is None:
             return False
-        # On the CPU: the RNG states must be CPU tensors, and load_state_dict moves the rest where it belongs.
-        state = load_checkpoint(path, map_location="cpu")
+        path, state = found
         changed = config_diff(state.get("config", {}), self.cfg.to_dict())
         if changed and self.is_main:
             log.warning("resuming with a different config: %s", ", ".join(changed))
