@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES = [
     "dinosr.data.corpus.cli",  # corpus synth | demo
     "dinosr.interop.cli",  # convert, export, extract
     "dinosr.evaluate.cli",  # evaluate, demo
+    "dinosr.asr.labels_cli",  # labels
 ]
 
 
