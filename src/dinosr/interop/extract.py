@@ -8,8 +8,9 @@ Layout of ``OUT``::
     OUT/<stem>.km               fairseq/HuBERT units, one line per manifest line (empty for a bad file)
     OUT/<stem>.units.jsonl      {"name", "units"[, "durations"]} per good utterance
 
-Every per-utterance file is written to a temporary name and renamed, so an interrupted run leaves no
-partial file under a final name; a second run skips utterances whose files all exist.
+Every file is written to a temporary name and renamed, so an interrupted run leaves no partial file
+under a final name; a second run skips utterances whose files all exist *and* read back with the
+expected dtype and shape (a file damaged since is extracted again, with a warning).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dinosr.errors import ExtractionError, ManifestError
+from dinosr.fileio import atomic_write
 from dinosr.inference import SAMPLE_RATE, deduplicate, extract_features, units
 from dinosr.model.dinosr import DinoSR
 
@@ -76,19 +78,44 @@ def entries_from_input(path: str | os.PathLike) -> tuple[list, str]:
             except Exception:  # unreadable: load_audio reports it by name during the run
                 frames = 0
             entries.append(ManifestEntry(Path(f).stem, Path(f), frames))
+        if not entries:
+            raise ManifestError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
         return entries, "units"
-    return read_manifest(path), path.stem
+    entries = read_manifest(path)
+    if not entries:
+        raise ManifestError(f"{path}: the manifest lists no utterances, nothing to extract")
+    return entries, path.stem
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)
+
+
+def _finished(paths: list[Path], feature_dim: int, n_features: int) -> bool:
+    """Whether every output of one utterance exists and reads back as a complete array of the right kind.
+
+    ``paths``: the ``n_features`` feature files (T, feature_dim) float32, then optionally the units (T,)
+    int32; all must agree on T. A file cut by a kill or a full disk fails ``np.load`` and is redone.
+    """
+    if not all(p.exists() for p in paths):
+        return False
+    frames = set()
+    for k, p in enumerate(paths):
+        try:
+            a = np.load(p, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:
+            log.warning("%s is damaged (%s): extracting it again", p, err)
+            return False
+        want = (np.float32, 2) if k < n_features else (np.int32, 1)
+        if a.dtype != want[0] or a.ndim != want[1] or (k < n_features and a.shape[1] != feature_dim):
+            log.warning("%s: dtype %s shape %s, not this extraction's: extracting again", p, a.dtype, a.shape)
+            return False
+        frames.add(a.shape[0])
+    if len(frames) > 1:
+        log.warning("outputs of %s disagree on the frame count %s: extracting again", paths[0].stem, frames)
+        return False
+    return True
 
 
 def _outputs(out: Path, settings: ExtractSettings, name: str) -> list[Path]:
@@ -116,15 +143,30 @@ def _batches(entries: Sequence, budget_samples: int, long_samples: int | None) -
     return batches
 
 
+def _has_outputs(out: Path) -> bool:
+    return any(out.glob("layer*/*.npy")) or any(out.glob("units/*.npy"))
+
+
 def _check_settings(out: Path, settings: ExtractSettings) -> None:
+    """``OUT/extract.json`` records the settings; a rerun must ask for the same ones."""
     record = out / "extract.json"
     wanted = json.loads(json.dumps(asdict(settings)))
+    previous = None
     if record.exists():
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        if previous != wanted:
-            raise ValueError(f"{out} holds an extraction with other settings {previous}; use another OUT")
-    else:
-        record.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            if _has_outputs(out):  # it describes outputs we cannot check against: the user decides
+                raise ExtractionError(
+                    f"{record}: unreadable ({type(err).__name__}: {err}); it records the settings of the "
+                    f"outputs in {out}: delete it to continue with the current settings, or use another OUT"
+                ) from None
+            log.warning("%s is unreadable and %s holds no output yet: rewriting it", record, out)
+    if previous is not None and previous != wanted:
+        raise ExtractionError(f"{out} holds an extraction with other settings {previous}; use another OUT")
+    if previous is None:
+        with atomic_write(record, binary=False) as f:
+            f.write(json.dumps(wanted, indent=2) + "\n")
 
 
 def _process_batch(
@@ -163,7 +205,7 @@ def _write_unit_files(
 ) -> tuple[Path, Path]:
     """The manifest-aligned ``.km`` file and the JSONL, assembled from the per-utterance unit files."""
     km_path, jsonl_path = out / f"{stem}.km", out / f"{stem}.units.jsonl"
-    with open(km_path, "w", encoding="utf-8") as km, open(jsonl_path, "w", encoding="utf-8") as js:
+    with atomic_write(km_path, binary=False) as km, atomic_write(jsonl_path, binary=False) as js:
         for e in entries:
             path = out / "units" / f"{e.name}.npy"
             if e.name in bad or not path.exists():
@@ -203,6 +245,8 @@ def run_extraction(
     from dinosr.data.audio import AudioError, load_audio
 
     out = Path(out)
+    if not entries:
+        raise ExtractionError("nothing to extract: no utterances were given")
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
     for lay in settings.layers:
@@ -212,12 +256,12 @@ def run_extraction(
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[:10]
-        raise ValueError(f"utterance names must be unique (output files are named by them): {dup}")
+        raise ManifestError(f"utterance names must be unique (output files are named by them): {dup}")
 
     summary = ExtractSummary()
     todo = []
     for i, e in enumerate(entries):
-        if all(p.exists() for p in _outputs(out, settings, e.name)):
+        if _finished(_outputs(out, settings, e.name), model.cfg.embed_dim, len(settings.layers)):
             summary.skipped += 1
         else:
             todo.append(i)
