@@ -69,6 +69,7 @@ def pretrain(cfg: Config) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dinosr.train import distributed as dist
+    from dinosr.train.lock import RunLock
     from dinosr.train.trainer import Trainer
 
     env = dist.detect_environment()
@@ -80,7 +81,12 @@ def pretrain(cfg: Config) -> int:
     device = dist.select_device(env, cfg.run.device)
     dist.init_distributed(env, device, backend=cfg.run.dist_backend)
     trainer = None
+    # One run per work directory, taken by rank 0 before anything is read or written (a second run
+    # fails at once with LockError naming the holder; torchrun then stops the other ranks).
+    lock = RunLock(cfg.run.workdir) if env.rank == 0 else None
     try:
+        if lock is not None:
+            lock.acquire()
         trainer = Trainer(cfg, device=device)
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             steps = trainer.fit()
@@ -90,3 +96,5 @@ def pretrain(cfg: Config) -> int:
         if trainer is not None:
             trainer.close()
         dist.shutdown()
+        if lock is not None:
+            lock.release()
