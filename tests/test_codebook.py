@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from dinosr.model.codebook import Codebooks, CodebookStats
+from dinosr.model.codebook import Codebooks, CodebookStats, nearest_codeword, perplexity
+from dinosr.model.config import ModelConfig, tiny_model_config
 
 
 @pytest.fixture
@@ -114,3 +115,45 @@ def test_all_reduce_noop_and_single_rank_group(tmp_path):
         dist.destroy_process_group()
     for x, y in [(a.sums, ref.sums), (a.counts, ref.counts), (a.pred_prob_sum, ref.pred_prob_sum)]:
         assert torch.equal(x, y)
+
+
+def test_nearest_codeword_is_bruteforce_argmin_for_any_leading_shape():
+    torch.manual_seed(0)
+    e = torch.randn(16, 8)
+    x = torch.randn(2, 5, 8)
+    ref = torch.tensor([[min(range(16), key=lambda v: float(((x[b, t] - e[v]) ** 2).sum())) for t in range(5)]
+                        for b in range(2)])
+    assert torch.equal(nearest_codeword(x, e), ref)
+    assert torch.equal(nearest_codeword(x[0, 0], e), ref[0, 0])  # a single vector
+    assert nearest_codeword(torch.zeros(0, 8), e).shape == (0,)
+    # batched: codebook k for row k
+    books = torch.randn(3, 16, 8)
+    xs = torch.randn(3, 7, 8)
+    got = nearest_codeword(xs, books)
+    assert torch.equal(got, torch.stack([nearest_codeword(xs[k], books[k]) for k in range(3)]))
+
+
+def test_perplexity_reference():
+    counts = torch.tensor([[1.0, 1.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    p = torch.tensor([0.25, 0.25, 0.5])
+    assert perplexity(counts)[0].item() == pytest.approx(float(torch.exp(-(p * p.log()).sum())))
+    assert perplexity(counts)[1].item() == 1.0  # an all-zero row
+
+
+@pytest.mark.parametrize("frontend", ["conv", "logmel"])
+def test_hop_length_and_receptive_field(frontend):
+    """320 / 400 samples for the official CNN and the log-mel option, and equal to the real front end."""
+    from dinosr.model import DinoSR
+
+    for cfg in (ModelConfig(frontend=frontend), tiny_model_config()):
+        assert (cfg.hop_length, cfg.receptive_field) == (320, 400)
+    cfg = ModelConfig(frontend=frontend, conv_layers=((8, 4, 3), (8, 3, 2)), embed_dim=32, num_heads=4,
+                      ffn_dim=64, num_layers=1, num_codebook_layers=1, pos_conv_groups=4)
+    model = DinoSR(cfg)
+    n = torch.arange(cfg.receptive_field, cfg.receptive_field + 5 * cfg.hop_length)
+    frames = model.frame_lengths(n)
+    assert frames[0] == 1  # one receptive field = one frame
+    assert torch.equal(frames, 1 + (n - cfg.receptive_field) // cfg.hop_length)
+    # conv: hop 3 x 2; field: 3 samples of the last block's input = (3 - 1) * 3 + 4 = 10 samples
+    expected = (6, 10) if frontend == "conv" else (320, 400)
+    assert (cfg.hop_length, cfg.receptive_field) == expected

@@ -123,16 +123,6 @@ def _eval_no_grad(model: DinoSR) -> Iterator[None]:
         model.train(was_training)
 
 
-def _receptive_field(model: DinoSR) -> tuple[int, int]:
-    """(hop, receptive field) of the CNN in samples: 320 and 400 for the official extractor."""
-    hop, field = 1, 1
-    for kernel, stride in reversed(model.feature_extractor.kernels_strides):
-        field = (field - 1) * stride + kernel
-    for _, stride in model.feature_extractor.kernels_strides:
-        hop *= stride
-    return hop, field
-
-
 def _windows(
     num_samples: int, num_frames: int, hop: int, field: int, chunk: int, context: int
 ) -> Iterator[tuple[int, int, int, int]]:
@@ -168,7 +158,7 @@ def _map_frames(
     """
     frame_lengths = model.frame_lengths(lengths)
     t_max = int(frame_lengths.max())
-    hop, field = _receptive_field(model)
+    hop, field = model.cfg.hop_length, model.cfg.receptive_field
     long_rows: list[int] = []
     if chunk_seconds is not None:
         chunk, context = int(chunk_seconds * SAMPLE_RATE), int(context_seconds * SAMPLE_RATE)
@@ -321,14 +311,6 @@ def deduplicate(units: Tensor) -> tuple[Tensor, Tensor]:
     return values, counts
 
 
-def _nearest_codeword(model: DinoSR, k: int, z: Tensor) -> Tensor:
-    """(B, T, D) instance-normalised targets -> (B, T) nearest codeword of codebook k (as in training)."""
-    e = model.codebooks.centroids()[k]
-    b, t, d = z.shape
-    scores = torch.addmm((e * e).sum(-1)[None, :], z.reshape(b * t, d).float(), e.t(), alpha=-2.0)
-    return scores.argmin(-1).view(b, t)
-
-
 def units(
     model: DinoSR,
     waveforms: WaveInput,
@@ -354,7 +336,8 @@ def units(
     Returns:
         :class:`Units` with one (T_i,) int64 tensor per utterance (and durations if ``dedup``).
     """
-    from dinosr.model.dinosr import instance_norm_frames
+    from dinosr.model.codebook import nearest_codeword
+    from dinosr.model.norm import instance_norm_frames
 
     cb_layers = model.cfg.codebook_layers
     layer = cb_layers[0] if layer is None else int(layer)
@@ -378,7 +361,7 @@ def units(
             )
             valid = torch.arange(ffn[layer].shape[1], device=frames.device)[None] < frames[:, None]
             z = instance_norm_frames(ffn[layer], ~valid.to(ffn[layer].device))
-            codes = _nearest_codeword(model, k, z)
+            codes = nearest_codeword(z, model.codebooks.centroids()[k])  # as in training
         else:
             intermediate = model.cfg.head_placement == "intermediate"
             read = layer if intermediate else model.cfg.num_layers

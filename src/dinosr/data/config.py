@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+from dinosr.configcheck import check
 
 
 @dataclass(frozen=True)
@@ -31,13 +28,13 @@ class DataConfig:
     manifest_rate: int = 0  # rate of num_samples in manifests that do not record one (0 = sample_rate)
 
     def __post_init__(self) -> None:
-        _check(self.sample_rate > 0, "sample_rate must be > 0")
-        _check(self.min_sample_size >= 0, "min_sample_size must be >= 0")
-        _check(
+        check(self.sample_rate > 0, "sample_rate must be > 0")
+        check(self.min_sample_size >= 0, "min_sample_size must be >= 0")
+        check(
             self.max_sample_size >= max(1, self.min_sample_size), "max_sample_size must be >= min_sample_size"
         )
-        _check(self.max_tokens > 0, "max_tokens must be > 0")
-        _check(self.max_batch_size >= 0, "max_batch_size must be >= 0")
-        _check(self.num_buckets >= 0, "num_buckets must be >= 0")
-        _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(self.manifest_rate >= 0, "manifest_rate must be >= 0 (0 = sample_rate)")
+        check(self.max_tokens > 0, "max_tokens must be > 0")
+        check(self.max_batch_size >= 0, "max_batch_size must be >= 0")
+        check(self.num_buckets >= 0, "num_buckets must be >= 0")
+        check(self.num_workers >= 0, "num_workers must be >= 0")
+        check(self.manifest_rate >= 0, "manifest_rate must be >= 0 (0 = sample_rate)")

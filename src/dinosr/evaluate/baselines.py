@@ -132,13 +132,10 @@ class KMeansQuantizer:
         """(T, D) features -> (T,) int64 index of the nearest centroid (squared Euclidean)."""
         if self.centroids is None:
             raise RuntimeError("KMeansQuantizer is not fitted; call fit() or load()")
-        c = self.centroids
-        c_sq = (c * c).sum(1)
+        from dinosr.model.codebook import nearest_codeword
+
         x_all = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-        out = []
-        for x in x_all.split(chunk):
-            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-            out.append((c_sq - 2 * x @ c.T).argmin(1))
+        out = [nearest_codeword(x, self.centroids) for x in x_all.split(chunk)]
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
     def save(self, path: str | Path) -> None:

@@ -46,11 +46,8 @@ class UpstreamExpert(nn.Module):
         self.layers = list(range(first, self.model.cfg.num_layers + 1))
 
     def get_downsample_rates(self, key: str = "hidden_states") -> int:
-        """Samples per frame: the product of the CNN strides (320)."""
-        rate = 1
-        for _, _, stride in self.model.cfg.conv_layers:
-            rate *= stride
-        return rate
+        """Samples per frame (320)."""
+        return self.model.cfg.hop_length
 
     def hidden_states(self, wavs: Tensor, wavs_len: Tensor) -> tuple[list[Tensor], Tensor]:
         """New-API shape: (B, L) padded raw waveforms + (B,) lengths -> (per-layer (B, T, D), (B,) frames)."""

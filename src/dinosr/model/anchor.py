@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinosr.model.codebook import nearest_codeword
 from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.norm import instance_norm_frames
 from dinosr.model.remedies import kmeans_pp
@@ -88,10 +89,7 @@ class AcousticAnchor(nn.Module):
     @torch.no_grad()
     def assign(self, features: Tensor) -> Tensor:
         """(..., F) features -> (...) int64 index of the nearest centroid (squared L2, fp32)."""
-        c = self.centroids.float()
-        x = features.float()
-        scores = (c * c).sum(-1) - 2.0 * x @ c.t()  # ||x||^2 does not change the argmin
-        return scores.argmin(-1)
+        return nearest_codeword(features, self.centroids)
 
     def losses(self, waveforms: Tensor, padding_mask: Tensor | None, mask: Tensor, hidden: Tensor) -> Tensor:
         """Per-masked-frame cross-entropy (M,) fp32 of the head on ``hidden`` (B, T, D) at ``mask``."""

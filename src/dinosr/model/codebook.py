@@ -14,11 +14,38 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
-def _perplexity(distribution_sums: Tensor) -> Tensor:
-    """(K, V) non-negative sums -> (K,) 2^entropy(bits) of each row's normalised distribution."""
-    p = distribution_sums / distribution_sums.sum(-1, keepdim=True).clamp(min=1e-12)
-    entropy = -(p * torch.log2(p.clamp(min=1e-12))).sum(-1)
-    return torch.exp2(entropy)
+def perplexity(counts: Tensor) -> Tensor:
+    """exp(entropy) of each row's normalised distribution, in float64 (logged ``target_ppl``, ``pred_ppl``).
+
+    Args:
+        counts: (K, V) non-negative counts or summed probabilities.
+
+    Returns:
+        (K,) float32 perplexities in [1, V] (1 for an all-zero row).
+    """
+    counts = counts.double()
+    p = counts / counts.sum(-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+    return entropy.exp().float()
+
+
+def nearest_codeword(x: Tensor, codewords: Tensor) -> Tensor:
+    """Index of the nearest codeword (squared L2) of each vector, in fp32 (autocast off): the one routine.
+
+    Shapes: ``x`` (..., D) with ``codewords`` (V, D) -> (...) int64; or ``x`` (K, M, D) with ``codewords``
+    (K, V, D) -> (K, M), codebook k for row k (the training targets of K codebooks at once).
+
+    argmin_v ||x - e_v||^2 = argmin_v (||e_v||^2 - 2 x.e_v) (||x||^2 does not change the argmin): one
+    matmul with the norms added by the BLAS call itself, so every caller gets bit-identical codes.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        e = codewords.float()
+        z = x.float()
+        if e.dim() == 3:
+            return torch.baddbmm((e * e).sum(-1)[:, None, :], z, e.transpose(1, 2), alpha=-2.0).argmin(-1)
+        flat = z.reshape(-1, z.shape[-1])
+        scores = torch.addmm((e * e).sum(-1)[None, :], flat, e.t(), alpha=-2.0)
+        return scores.argmin(-1).view(z.shape[:-1])
 
 
 @dataclass
@@ -67,11 +94,11 @@ class CodebookStats:
 
     def target_perplexity(self) -> Tensor:
         """(K,) perplexity of codeword usage (spec 7 ``target_ppl``, before averaging over layers)."""
-        return _perplexity(self.counts)
+        return perplexity(self.counts)
 
     def pred_perplexity(self) -> Tensor:
         """(K,) perplexity of the mean predicted distribution (spec 7 ``pred_ppl``)."""
-        return _perplexity(self.pred_prob_sum)
+        return perplexity(self.pred_prob_sum)
 
     def num_active(self) -> Tensor:
         """(K,) number of codewords assigned at least once."""
@@ -107,15 +134,8 @@ class Codebooks(nn.Module):
 
     @torch.no_grad()
     def assign(self, targets: Tensor) -> Tensor:
-        """Nearest codeword (squared L2) per target: (K, M, D) -> (K, M) int64.
-
-        argmin_v ||z - e_v||^2 = argmin_v (||e_v||^2 - 2 z.e_v): one batched matmul, in fp32.
-        """
-        with torch.autocast(device_type=targets.device.type, enabled=False):
-            e = self.centroids()
-            z = targets.float()
-            scores = torch.baddbmm((e * e).sum(-1)[:, None, :], z, e.transpose(1, 2), alpha=-2.0)
-            return scores.argmin(-1)
+        """Nearest codeword (squared L2) per target: (K, M, D) -> (K, M) int64 (:func:`nearest_codeword`)."""
+        return nearest_codeword(targets, self.centroids())
 
     @torch.no_grad()
     def batch_stats(self, targets: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,8 +5,11 @@ Field comments give the matching fairseq option where one exists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
+
+from dinosr.configcheck import check
 
 # (out_channels, kernel, stride) per conv block; fairseq: conv_feature_layers
 BASE_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
@@ -19,10 +22,8 @@ BASE_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
     (512, 2, 2),
 )
 
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+# frontend="logmel": 25 ms windows every 20 ms, the official CNN's receptive field and hop (model/logmel.py)
+LOGMEL_WINDOW, LOGMEL_HOP = 400, 320
 
 
 @dataclass(frozen=True)
@@ -71,38 +72,38 @@ class ModelConfig:
     anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
 
     def __post_init__(self) -> None:
-        _check(len(self.conv_layers) > 0, "conv_layers must not be empty")
-        _check(self.n_mels >= 1, "n_mels must be >= 1")
-        _check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
-        _check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
-        _check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
-        _check(self.pos_conv_depth >= 1, "pos_conv_depth must be >= 1")
-        _check(self.pos_conv_kernel >= self.pos_conv_depth, "pos_conv_kernel must be >= pos_conv_depth")
-        _check(
+        check(len(self.conv_layers) > 0, "conv_layers must not be empty")
+        check(self.n_mels >= 1, "n_mels must be >= 1")
+        check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
+        check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
+        check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
+        check(self.pos_conv_depth >= 1, "pos_conv_depth must be >= 1")
+        check(self.pos_conv_kernel >= self.pos_conv_depth, "pos_conv_kernel must be >= pos_conv_depth")
+        check(
             1 <= self.num_codebook_layers <= self.num_layers, "need 1 <= num_codebook_layers <= num_layers"
         )
-        _check(self.codebook_size >= 2, "codebook_size must be >= 2")
-        _check(0.0 <= self.codebook_decay < 1.0, "codebook_decay must be in [0, 1)")
+        check(self.codebook_size >= 2, "codebook_size must be >= 2")
+        check(0.0 <= self.codebook_decay < 1.0, "codebook_decay must be in [0, 1)")
         for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop"):
-            _check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
-        _check(
+            check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        check(
             0.0 <= self.ema_decay <= self.ema_end_decay <= 1.0, "need 0 <= ema_decay <= ema_end_decay <= 1"
         )
-        _check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
-        _check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
-        _check(self.codebook_restart_steps >= 0, "codebook_restart_steps must be >= 0")
-        _check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
-        _check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
-        _check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
-        _check(self.anchor_units >= 0, "anchor_units must be >= 0 (0 = off)")
-        _check(self.anchor_units != 1, "anchor_units must be 0 (off) or >= 2")
-        _check(self.anchor_weight >= 0, "anchor_weight must be >= 0")
-        _check(self.anchor_until_step >= 0, "anchor_until_step must be >= 0 (0 = whole run)")
-        _check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
-        _check(self.anchor_context >= 0, "anchor_context must be >= 0")
-        _check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
+        check(self.ema_anneal_end_step >= 0, "ema_anneal_end_step must be >= 0")
+        check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
+        check(self.codebook_restart_steps >= 0, "codebook_restart_steps must be >= 0")
+        check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
+        check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
+        check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
+        check(self.anchor_units >= 0, "anchor_units must be >= 0 (0 = off)")
+        check(self.anchor_units != 1, "anchor_units must be 0 (off) or >= 2")
+        check(self.anchor_weight >= 0, "anchor_weight must be >= 0")
+        check(self.anchor_until_step >= 0, "anchor_until_step must be >= 0 (0 = whole run)")
+        check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
+        check(self.anchor_context >= 0, "anchor_context must be >= 0")
+        check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
-        _check(
+        check(
             self.head_placement == "final" or self.layerdrop == 0.0,
             "head_placement='intermediate' (SpidR) requires layerdrop = 0",
         )
@@ -116,6 +117,26 @@ class ModelConfig:
     def pos_conv_layer_kernel(self) -> int:
         """Kernel of each positional conv layer: max(3, conv_pos // depth) (fairseq)."""
         return max(3, self.pos_conv_kernel // self.pos_conv_depth)
+
+    @property
+    def frontend_kernels_strides(self) -> tuple[tuple[int, int], ...]:
+        """(kernel, stride) in samples of each front-end stage: the CNN blocks, or the log-mel window."""
+        if self.frontend == "logmel":
+            return ((LOGMEL_WINDOW, LOGMEL_HOP),)
+        return tuple((k, s) for _, k, s in self.conv_layers)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame (the product of the strides): 320 (20 ms at 16 kHz) for every shipped config."""
+        return math.prod(s for _, s in self.frontend_kernels_strides)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees: 400 for the official CNN and the log-mel front end."""
+        field = 1
+        for kernel, stride in reversed(self.frontend_kernels_strides):
+            field = (field - 1) * stride + kernel
+        return field
 
     @property
     def extractor_dim(self) -> int:
@@ -138,9 +159,9 @@ class MaskingConfig:
     require_same_masks: bool = True  # require_same_masks
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.mask_prob <= 1.0, "mask_prob must be in (0, 1]")
-        _check(self.mask_length >= 1, "mask_length must be >= 1")
-        _check(self.min_masks >= 0, "min_masks must be >= 0")
+        check(0.0 < self.mask_prob <= 1.0, "mask_prob must be in (0, 1]")
+        check(self.mask_length >= 1, "mask_length must be >= 1")
+        check(self.min_masks >= 0, "min_masks must be >= 0")
 
 
 def tiny_model_config() -> ModelConfig:

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from dinosr.model.config import LOGMEL_HOP, LOGMEL_WINDOW
+
 LOG_FLOOR = 1e-6  # keeps log() finite on digital silence
 
 
@@ -42,7 +44,14 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> Tensor:
 class LogMelFrontend(nn.Module):
     """(B, L) standardised waveforms -> (B, T, n_mels) log mel energies; no trainable parameters."""
 
-    def __init__(self, n_mels: int = 80, *, sample_rate: int = 16000, window: int = 400, hop: int = 320):
+    def __init__(
+        self,
+        n_mels: int = 80,
+        *,
+        sample_rate: int = 16000,
+        window: int = LOGMEL_WINDOW,
+        hop: int = LOGMEL_HOP,
+    ):
         super().__init__()
         self.window_length, self.hop = window, hop
         # Same (kernel, stride) bookkeeping as the CNN, so frame lengths and chunking code stay shared.

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from dinosr.model.codebook import Codebooks, CodebookStats
+from dinosr.model.codebook import Codebooks, CodebookStats, nearest_codeword
 
 
 def sample_frames(targets: Tensor, num: int) -> Tensor:
@@ -65,7 +65,7 @@ def kmeans_pp(x: Tensor, k: int, *, iters: int = 10, generator: torch.Generator 
         centres[i] = x[j]
         closest = torch.minimum(closest, (x - centres[i]).square().sum(-1))
     for _ in range(iters):
-        assign = torch.cdist(x, centres).argmin(-1)
+        assign = nearest_codeword(x, centres)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
         counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(
             0, assign, torch.ones_like(x[:, 0])

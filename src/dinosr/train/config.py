@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+from dinosr.configcheck import check
 
 
 @dataclass(frozen=True)
@@ -27,14 +24,14 @@ class OptimConfig:
     clip_norm: float = 0.0  # clip_norm (0 = no clipping)
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "lr must be > 0")
-        _check(all(0.0 <= b < 1.0 for b in self.betas), "betas must be in [0, 1)")
-        _check(self.eps > 0, "eps must be > 0")
-        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
-        _check(abs(sum(self.phase_ratio) - 1.0) < 1e-6, "phase_ratio must sum to 1")
-        _check(all(r >= 0 for r in self.phase_ratio), "phase_ratio must be >= 0")
-        _check(self.clip_norm >= 0, "clip_norm must be >= 0")
-        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        check(self.lr > 0, "lr must be > 0")
+        check(all(0.0 <= b < 1.0 for b in self.betas), "betas must be in [0, 1)")
+        check(self.eps > 0, "eps must be > 0")
+        check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        check(abs(sum(self.phase_ratio) - 1.0) < 1e-6, "phase_ratio must sum to 1")
+        check(all(r >= 0 for r in self.phase_ratio), "phase_ratio must be >= 0")
+        check(self.clip_norm >= 0, "clip_norm must be >= 0")
+        check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -60,13 +57,13 @@ class RunConfig:
     num_threads: int = 0  # torch intra-op CPU threads per process (0 = torch's default)
 
     def __post_init__(self) -> None:
-        _check(self.max_steps >= 1, "max_steps must be >= 1")
-        _check(self.max_minutes >= 0, "max_minutes must be >= 0")
-        _check(self.grad_accum >= 1, "grad_accum must be >= 1")
-        _check(self.log_every >= 1, "log_every must be >= 1")
-        _check(self.save_every >= 1, "save_every must be >= 1")
-        _check(self.keep_last >= 1, "keep_last must be >= 1")
-        _check(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
-        _check(0.0 <= self.collapse_min_active <= 1.0, "collapse_min_active must be in [0, 1]")
-        _check(self.collapse_min_loss >= 0, "collapse_min_loss must be >= 0")
-        _check(self.num_threads >= 0, "num_threads must be >= 0")
+        check(self.max_steps >= 1, "max_steps must be >= 1")
+        check(self.max_minutes >= 0, "max_minutes must be >= 0")
+        check(self.grad_accum >= 1, "grad_accum must be >= 1")
+        check(self.log_every >= 1, "log_every must be >= 1")
+        check(self.save_every >= 1, "save_every must be >= 1")
+        check(self.keep_last >= 1, "keep_last must be >= 1")
+        check(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
+        check(0.0 <= self.collapse_min_active <= 1.0, "collapse_min_active must be in [0, 1]")
+        check(self.collapse_min_loss >= 0, "collapse_min_loss must be >= 0")
+        check(self.num_threads >= 0, "num_threads must be >= 0")

@@ -128,7 +128,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         self.step = 0  # completed optimizer updates
         self.bad_steps = 0  # consecutive non-finite steps
-        hop = math.prod(s for _, _, s in config.model.conv_layers)
+        hop = config.model.hop_length
         # Fixed divisor of the summed loss before backward: keeps gradient magnitudes (and fp16
         # ranges) near those of a per-frame mean; step 4 of the module docstring removes it exactly.
         self.loss_norm = max(1.0, config.data.max_tokens / hop)
