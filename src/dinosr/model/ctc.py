@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinosr.configcheck import check
 from dinosr.model.config import ModelConfig
 from dinosr.model.encoder import FeatureExtractor, FeatureProjection, Transformer, lengths_to_padding_mask
 from dinosr.model.logmel import LogMelFrontend
@@ -47,11 +48,6 @@ if TYPE_CHECKING:
 
 # Modules of DinoSR that fine-tuning keeps; everything else (teacher, heads, codebooks, anchor) is dropped.
 STUDENT_PREFIXES = ("feature_extractor.", "feature_projection.", "mask_embedding", "student.")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -78,13 +74,13 @@ class CTCConfig:
 
     def __post_init__(self) -> None:
         for name in ("final_dropout", "dropout", "attention_dropout", "activation_dropout", "dropout_input"):
-            _check(0.0 <= getattr(self, name) < 1.0, f"ctc {name} must be in [0, 1)")
-        _check(0.0 <= self.layerdrop < 1.0, "ctc layerdrop must be in [0, 1)")
-        _check(0.0 <= self.mask_prob <= 1.0, "ctc mask_prob must be in [0, 1]")
-        _check(0.0 <= self.mask_channel_prob <= 1.0, "ctc mask_channel_prob must be in [0, 1]")
-        _check(self.mask_length >= 1, "ctc mask_length must be >= 1")
-        _check(self.mask_channel_length >= 1, "ctc mask_channel_length must be >= 1")
-        _check(self.min_masks >= 0, "ctc min_masks must be >= 0")
+            check(0.0 <= getattr(self, name) < 1.0, f"ctc {name} must be in [0, 1)")
+        check(0.0 <= self.layerdrop < 1.0, "ctc layerdrop must be in [0, 1)")
+        check(0.0 <= self.mask_prob <= 1.0, "ctc mask_prob must be in [0, 1]")
+        check(0.0 <= self.mask_channel_prob <= 1.0, "ctc mask_channel_prob must be in [0, 1]")
+        check(self.mask_length >= 1, "ctc mask_length must be >= 1")
+        check(self.mask_channel_length >= 1, "ctc mask_channel_length must be >= 1")
+        check(self.min_masks >= 0, "ctc min_masks must be >= 0")
 
     def encoder_overrides(self) -> dict[str, float]:
         """The ModelConfig fields this config replaces (fairseq ``arg_overrides``)."""
@@ -121,7 +117,7 @@ class DinoSRForCTC(nn.Module):
         ctc_cfg: fine-tuning hyper-parameters (default: fairseq base_100h).
         """
         super().__init__()
-        _check(vocab_size >= 2, f"vocab_size must be >= 2 (blank + at least one symbol), got {vocab_size}")
+        check(vocab_size >= 2, f"vocab_size must be >= 2 (blank + at least one symbol), got {vocab_size}")
         self.ctc_cfg = ctc_cfg if ctc_cfg is not None else CTCConfig()
         cfg = replace(model_cfg, **self.ctc_cfg.encoder_overrides())
         self.cfg = cfg
