@@ -8,16 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from dinosr.evaluate.evaluate import PHONE_INVENTORY, format_summary, summarize
-from dinosr.evaluate.report import (
-    PHONE_CLASSES,
-    load_counts,
-    phone_order,
-    read_train_log,
-    rebuild_report,
-    sort_units,
-    write_report,
-)
+from dinosr.evaluate.corpus import PHONE_INVENTORY
+from dinosr.evaluate.figures import PHONE_CLASSES, phone_order, sort_units
+from dinosr.evaluate.report import load_counts, read_train_log, rebuild_report, write_report
+from dinosr.evaluate.summary import format_summary, summarize
 
 pytest.importorskip("matplotlib")
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dinosr.evaluate.evaluate import EvalSettings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = "dinosr-demo"
@@ -29,10 +31,60 @@ DEFAULT_TRAIN_MINUTES = 13.0  # guard when the recipe sets none: 20 min total mi
 DEFAULT_EVAL_SECONDS = 600.0  # held-out audio evaluated (speaker-balanced subset): ~30k frames for PNMI
 
 
-def demo_eval_settings(max_seconds: float | None = None):
-    """Evaluation settings sized for the demo's ~3 minute budget on 2 CPU cores."""
-    from dinosr.evaluate.evaluate import EvalSettings
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="corpus -> tiny pretraining (CPU recipe) -> evaluation vs MFCC k-means -> report (resumable)",
+        description=(
+            "Generate (or take the bundled) phone-aligned corpus, pretrain the tiny preset with the "
+            "packaged CPU recipe, evaluate on held-out speakers, print a summary table and the report "
+            "path. Rerun to resume."
+        ),
+    )
+    demo.add_argument(
+        "--workdir", type=Path, default=Path(DEFAULT_WORKDIR), help="work directory (./dinosr-demo)"
+    )
+    demo.add_argument(
+        "--minutes", type=float, help="training wall-clock guard (default: the recipe's, else 13)"
+    )
+    demo.add_argument("--corpus", type=Path, help="use this corpus directory instead of generating one")
+    demo.add_argument(
+        "--bundled", action="store_true", help="use the 12-minute corpus bundled in the package"
+    )
+    demo.add_argument("--eval-seconds", type=float, help="cap the evaluation audio (quick checks)")
+    demo.add_argument("--jobs", type=int, default=2, help="corpus synthesis processes")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a value of the tiny recipe, e.g. --set run.max_steps=50",
+    )
+    demo.set_defaults(func=run_demo_cli)
 
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from dinosr.config import ConfigError
+
+    try:
+        run_demo(
+            args.workdir,
+            minutes=args.minutes,
+            corpus=args.corpus,
+            bundled=args.bundled,
+            overrides=args.overrides,
+            eval_seconds=args.eval_seconds,
+            jobs=args.jobs,
+        )
+    except (ConfigError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+def demo_eval_settings(max_seconds: float | None = None) -> EvalSettings:
+    """Evaluation settings sized for the demo's ~3 minute budget on 2 CPU cores."""
     return EvalSettings(
         abx_max_seconds=min(240.0, max_seconds) if max_seconds else 240.0,
         train_max_seconds=min(360.0, max_seconds) if max_seconds else 360.0,
@@ -80,11 +132,11 @@ def prepare_corpus(
             "festvox-kdlpc16k festvox-us-slt-hts): using the 12-minute bundled corpus"
         )
         return Path(bundled_corpus()), "bundled"
-    from dinosr.data.corpus.cli import run_demo as corpus_demo
+    from dinosr.data.corpus.cli import synthesize_demo_corpus
 
     log.info("generating the demo corpus with voices %s into %s (resumable)", ", ".join(voices), root)
     try:
-        code = corpus_demo(argparse.Namespace(out=root, jobs=jobs))
+        code = synthesize_demo_corpus(root, jobs=jobs)
     except Exception as err:  # synthesis is best effort: the demo must still run
         log.warning("corpus synthesis failed (%s: %s): using the bundled corpus", type(err).__name__, err)
         return Path(bundled_corpus()), "bundled"
@@ -109,13 +161,6 @@ def demo_config(corpus_dir: Path, workdir: Path, *, minutes: float | None, overr
     return load_preset("tiny", sets)
 
 
-def train(cfg) -> int:
-    """Run (or resume) pretraining; returns the completed step count."""
-    from dinosr.train.cli import pretrain
-
-    return pretrain(cfg)
-
-
 def run_demo(
     workdir: str | Path = DEFAULT_WORKDIR,
     *,
@@ -127,15 +172,10 @@ def run_demo(
     jobs: int = 2,
 ) -> dict[str, Any]:
     """The whole demo; returns the evaluation metrics (with ``report``) and prints the summary table."""
-    from dinosr.evaluate.evaluate import (
-        ModelSource,
-        corpus_files,
-        format_summary,
-        load_eval_corpus,
-        resolve_model_path,
-        run_evaluation,
-    )
-    from dinosr.interop import load_model
+    from dinosr.evaluate.corpus import corpus_files, load_eval_corpus
+    from dinosr.evaluate.runner import open_source, run_evaluation
+    from dinosr.evaluate.summary import format_summary
+    from dinosr.train.cli import pretrain
 
     started = time.monotonic()
     workdir = Path(workdir)
@@ -154,7 +194,7 @@ def run_demo(
         f"guard {cfg.run.max_minutes:g} min; resumes from {cfg.run.workdir})",
         flush=True,
     )
-    steps = train(cfg)
+    steps = pretrain(cfg)
     times["train"] = time.monotonic() - t
     if steps < cfg.run.max_steps:
         print(
@@ -165,10 +205,9 @@ def run_demo(
 
     t = time.monotonic()
     print("[3/3] evaluating on the held-out speakers (valid.tsv)", flush=True)
-    ckpt, train_log = resolve_model_path(cfg.run.workdir)
-    model = load_model(ckpt)
     settings = demo_eval_settings(eval_seconds)
-    settings.kmeans_layer = model.cfg.codebook_layers[0]
+    source, ckpt, train_log = open_source(cfg.run.workdir, batch_seconds=settings.batch_seconds)
+    settings.kmeans_layer = source.codebook_layers[0]
     manifest, alignments, speakers = corpus_files(corpus_dir, "valid")
     train_manifest, _, _ = corpus_files(corpus_dir, "train")
     eval_cap = eval_seconds or DEFAULT_EVAL_SECONDS
@@ -183,7 +222,6 @@ def run_demo(
         seed=settings.seed,
         desc="train audio",
     )
-    source = ModelSource(model, batch_seconds=settings.batch_seconds)
     metrics = run_evaluation(
         source,
         eval_set,
@@ -201,7 +239,7 @@ def run_demo(
     print(
         f"Held-out speakers {', '.join(metrics['data']['speakers'])}: "
         f"{metrics['data']['num_utterances']} utterances, {metrics['data']['seconds'] / 60:.1f} min "
-        f"(MFCC k-means: {metrics['settings'].get('baseline_units') or model.cfg.codebook_size} units fit on "
+        f"(MFCC k-means: {metrics['settings'].get('baseline_units') or source.codebook_size} units fit on "
         f"{metrics['data']['train_seconds'] / 60:.1f} min of training speech)"
     )
     print(format_summary(metrics["summary"]))

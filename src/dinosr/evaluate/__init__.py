@@ -1,5 +1,10 @@
 """Evaluation: unit quality (purity, PNMI, ...), ABX, linear phone probe, MFCC / k-means baselines.
 
+Modules, bottom up: ``metrics``, ``abx``, ``probe``, ``baselines`` (the measures); ``corpus`` (the
+evaluation data), ``sources`` (model or ``dinosr extract`` features), ``evaluate`` (the per-layer
+evaluation), ``summary`` (the summary table), ``figures`` + ``report`` (the HTML report), ``runner``
+(files in, files out) and ``cli`` (``dinosr evaluate``).
+
 Names are imported lazily so ``import dinosr.evaluate`` stays cheap and never pulls the optional
 ``dinosr[eval]`` packages (scikit-learn, librosa, editdistance) before they are used.
 """
@@ -33,10 +38,17 @@ _EXPORTS = {
     # baselines
     "KMeansQuantizer": "baselines",
     "mfcc_features": "baselines",
-    # orchestration and report (`dinosr evaluate`)
+    # `dinosr evaluate`: data, sources, the per-layer evaluation, the summary table, files, report
+    "EvalCorpus": "corpus",
+    "load_eval_corpus": "corpus",
+    "ModelSource": "sources",
+    "FeatureDirSource": "sources",
     "EvalSettings": "evaluate",
-    "run_evaluation": "evaluate",
+    "evaluate": "evaluate",
+    "format_summary": "summary",
+    "run_evaluation": "runner",
     "write_report": "report",
+    "rebuild_report": "report",
 }
 
 __all__ = list(_EXPORTS)  # resolved lazily by __getattr__

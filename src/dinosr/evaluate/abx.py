@@ -53,6 +53,7 @@ __all__ = [
     "ABXResult",
     "Item",
     "ItemFile",
+    "NoABXCellsError",
     "abx",
     "abx_bruteforce",
     "abx_error",
@@ -65,6 +66,14 @@ Distance = Literal["angular", "unit"]
 
 DEFAULT_SKIP_PHONES = frozenset({"sil", "SIL", "sp", "spn", "SPN", "<eps>", ""})
 ITEM_HEADER = "#file onset offset #phone prev-phone next-phone speaker"
+
+
+class NoABXCellsError(ValueError):
+    """The items give no ABX cell in this mode (e.g. one speaker: nothing across speakers).
+
+    A property of the data, not of the features scored: `dinosr evaluate` reports such a metric as
+    null. Every other ``ValueError`` of this module means wrong input and must not be hidden.
+    """
 
 
 # ----------------------------------------------------------------------------------------------- items
@@ -134,9 +143,10 @@ class ItemFile:
                 (speaker = the utterance id up to its first ``-``, the LibriSpeech convention).
         """
         from dinosr.data.alignments import read_alignments
+        from dinosr.evaluate.corpus import read_speakers
 
         if isinstance(speakers, str | Path):
-            speakers = _read_speakers(speakers)
+            speakers = read_speakers(speakers)
         return items_from_alignments(
             read_alignments(path, frame_step=frame_step), speakers, skip_phones=skip_phones
         )
@@ -144,19 +154,6 @@ class ItemFile:
 
 def _fmt(x: float) -> str:
     return format(x, ".6f").rstrip("0").rstrip(".")
-
-
-def _read_speakers(path: str | Path) -> dict[str, str]:
-    """``utt<TAB>speaker`` lines (an optional ``utt<TAB>speaker`` header is skipped)."""
-    out = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        parts = line.split("\t")
-        if not line.strip() or (lineno == 1 and parts[0] in ("utt", "utt_id")):
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{lineno}: expected utt<TAB>speaker, got {line!r}")
-        out[parts[0]] = parts[1]
-    return out
 
 
 def items_from_alignments(
@@ -250,9 +247,10 @@ def _make_tokens(
         offset += len(tok)
         kept.append(it)
     if dropped:
-        logger.info("ABX: dropped %d items with no frame centre inside [onset, offset]", dropped)
+        # Debug level: the count is the same for every system scored on one item list.
+        logger.debug("ABX: dropped %d items with no frame centre inside [onset, offset]", dropped)
     if not kept:
-        raise ValueError("no usable ABX items")
+        raise NoABXCellsError("no usable ABX items (no triphone with a frame centre inside it)")
     phone, phones = _codes([it.phone for it in kept])
     context, _ = _codes([(it.prev, it.next) for it in kept])
     speaker, _ = _codes([it.speaker for it in kept])
@@ -451,7 +449,10 @@ def _aggregate(cells: list[_Cell], errors: np.ndarray, tok: _Tokens, mode: str) 
         by_pair_lists[(a, b)].append(float(np.mean(errs)))
     by_pair = {(tok.phones[a], tok.phones[b]): float(np.mean(v)) for (a, b), v in by_pair_lists.items()}
     if not by_pair:
-        raise ValueError(f"no ABX cells in {mode} mode: not enough items sharing context and speaker")
+        raise NoABXCellsError(
+            f"no ABX cells in {mode} mode: not enough items sharing context and speaker"
+            + (" (across speakers needs at least two speakers)" if mode == "across" else "")
+        )
     return ABXResult(float(np.mean(list(by_pair.values()))), mode, by_pair, len(cells), len(tok.phone))
 
 

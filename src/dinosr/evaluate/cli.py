@@ -1,4 +1,4 @@
-"""`dinosr evaluate` (metrics + HTML report of a model or extracted features) and `dinosr demo`."""
+"""`dinosr evaluate`: metrics + HTML report of a model or extracted features (`dinosr.evaluate.runner`)."""
 
 from __future__ import annotations
 
@@ -64,49 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=run_evaluate)
 
-    demo = subparsers.add_parser(
-        "demo",
-        help="corpus -> tiny pretraining (CPU recipe) -> evaluation vs MFCC k-means -> report (resumable)",
-        description=(
-            "Generate (or take the bundled) phone-aligned corpus, pretrain the tiny preset with the "
-            "packaged CPU recipe, evaluate on held-out speakers, print a summary table and the report "
-            "path. Rerun to resume."
-        ),
-    )
-    demo.add_argument(
-        "--workdir", type=Path, default=Path("dinosr-demo"), help="work directory (./dinosr-demo)"
-    )
-    demo.add_argument(
-        "--minutes", type=float, help="training wall-clock guard (default: the recipe's, else 13)"
-    )
-    demo.add_argument("--corpus", type=Path, help="use this corpus directory instead of generating one")
-    demo.add_argument(
-        "--bundled", action="store_true", help="use the 12-minute corpus bundled in the package"
-    )
-    demo.add_argument("--eval-seconds", type=float, help="cap the evaluation audio (quick checks)")
-    demo.add_argument("--jobs", type=int, default=2, help="corpus synthesis processes")
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a value of the tiny recipe, e.g. --set run.max_steps=50",
-    )
-    demo.set_defaults(func=run_demo_cli)
-
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from dinosr.evaluate.evaluate import (
-        EvalSettings,
-        FeatureDirSource,
-        ModelSource,
-        corpus_files,
-        format_summary,
-        load_eval_corpus,
-        resolve_model_path,
-        run_evaluation,
-    )
+    from dinosr.evaluate.corpus import corpus_files, load_eval_corpus
+    from dinosr.evaluate.evaluate import EvalSettings
+    from dinosr.evaluate.runner import open_source, run_evaluation
+    from dinosr.evaluate.summary import format_summary
 
     if args.corpus is not None:
         manifest, alignments, speakers = corpus_files(args.corpus, args.split)
@@ -134,27 +97,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     path = Path(args.model)
-    train_log = args.train_log
-    extra = {"corpus": str(args.corpus or manifest)}
-    if path.is_dir() and ((path / "extract.json").exists() or any(path.glob("layer*/*.npy"))):
-        source = FeatureDirSource(path, codebook_size=args.codebook_size)
-        extra["model_path"] = str(path)
-    else:
-        from dinosr.interop import load_model
-
-        try:
-            ckpt, found_log = resolve_model_path(path)
-        except FileNotFoundError as err:
-            log.error("%s", err)
-            return 2
-        train_log = train_log or found_log
-        source = ModelSource(
-            load_model(ckpt),
+    try:
+        source, model_path, found_log = open_source(
+            path,
+            codebook_size=args.codebook_size,
             feature_kind=args.kind,
             unit_source=args.source,
             batch_seconds=settings.batch_seconds,
         )
-        extra["model_path"] = str(ckpt)
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    train_log = args.train_log or found_log
+    extra = {"corpus": str(args.corpus or manifest), "model_path": str(model_path)}
     corpus = load_eval_corpus(
         manifest, alignments, speakers, max_seconds=args.max_seconds, seed=args.seed, desc="eval audio"
     )
@@ -187,27 +142,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_summary(metrics["summary"]))
     print(f"\nreport:  {Path(metrics['report']).resolve()}\nmetrics: {(args.out / 'metrics.json').resolve()}")
-    return 0
-
-
-def run_demo_cli(args: argparse.Namespace) -> int:
-    from dinosr.config import ConfigError
-    from dinosr.evaluate.demo import run_demo
-
-    try:
-        run_demo(
-            args.workdir,
-            minutes=args.minutes,
-            corpus=args.corpus,
-            bundled=args.bundled,
-            overrides=args.overrides,
-            eval_seconds=args.eval_seconds,
-            jobs=args.jobs,
-        )
-    except ConfigError as err:
-        log.error("%s", err)
-        return 2
-    except FileNotFoundError as err:
-        log.error("%s", err)
-        return 2
     return 0
