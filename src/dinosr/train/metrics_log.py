@@ -1,8 +1,8 @@
-"""Training metrics: a window accumulator of reducible sums, a JSONL/TensorBoard sink, collapse checks.
+"""Training metrics: a JSONL/TensorBoard sink, the progress bar, collapse checks.
 
-Every logged number is computed from sums that were already all-reduced over ranks (losses,
-masked-frame counts, codebook assignment counts, summed prediction probabilities), so the values
-are exact for the global batch rather than rank 0's view of it.
+Every logged number is computed from sums that were already all-reduced over ranks (the task's
+`StepStats`, summed over the log window by the trainer), so the values are exact for the global batch
+rather than rank 0's view of it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dinosr.model.codebook import perplexity
-
 if TYPE_CHECKING:
     from dinosr.config import Config
 
@@ -27,75 +25,6 @@ log = logging.getLogger(__name__)
 def active_codewords(counts: torch.Tensor) -> torch.Tensor:
     """(K, V) assignment counts -> (K,) number of codewords chosen at least once."""
     return (counts > 0).sum(-1)
-
-
-class WindowMeter:
-    """Sums of one logging window (a few optimizer steps), all already reduced over ranks."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.steps = 0
-        self.skipped_steps = 0
-        self.loss_sum = 0.0  # sum over masked frames of the layer-mean CE
-        self.anchor_loss_sum = 0.0  # sum of the acoustic anchor CE over its frames (if enabled)
-        self.anchor_frames = 0
-        self.layer_loss_sum: torch.Tensor | None = None  # (K,)
-        self.num_masked = 0
-        self.audio_samples = 0
-        self.utterances = 0
-        self.bad_files = 0
-        self.counts: torch.Tensor | None = None  # (K, V) target assignments
-        self.pred_prob_sum: torch.Tensor | None = None  # (K, V) summed head softmax
-        self.grad_norm_sum = 0.0
-        self.started = time.perf_counter()
-
-    def add(self, result: dict[str, Any]) -> None:
-        """Accumulate one :meth:`Trainer.train_step` result (reduced sums and a few scalars)."""
-        if not result.get("updated", False):
-            self.skipped_steps += 1
-            return
-        self.steps += 1
-        self.loss_sum += result["loss_sum"]
-        self.anchor_loss_sum += result.get("anchor_loss_sum", 0.0)
-        self.anchor_frames += result.get("anchor_frames", 0)
-        self.num_masked += result["num_masked"]
-        self.audio_samples += result["audio_samples"]
-        self.utterances += result["utterances"]
-        self.bad_files += result["bad_files"]
-        self.grad_norm_sum += result["grad_norm"]
-        for name in ("layer_loss_sum", "counts", "pred_prob_sum"):
-            value = result[name].detach().double().cpu()
-            current = getattr(self, name)
-            setattr(self, name, value if current is None else current + value)
-
-    def summary(self, *, sample_rate: int) -> dict[str, Any]:
-        """Metrics of the window as JSON-friendly values (per-layer values as lists)."""
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        steps = max(self.steps, 1)
-        masked = max(self.num_masked, 1)
-        out: dict[str, Any] = {
-            "loss": self.loss_sum / masked,
-            "grad_norm": self.grad_norm_sum / steps,
-            "masked_frames_per_step": self.num_masked / steps,
-            "batch_seconds": self.audio_samples / sample_rate / steps,
-            "utterances_per_step": self.utterances / steps,
-            "audio_seconds_per_second": self.audio_samples / sample_rate / elapsed,
-            "seconds_per_step": elapsed / steps,
-            "skipped_steps": self.skipped_steps,
-            "bad_files": self.bad_files,
-        }
-        if self.anchor_frames:
-            out["anchor_loss"] = self.anchor_loss_sum / self.anchor_frames
-        if self.layer_loss_sum is not None:
-            out["loss_per_layer"] = (self.layer_loss_sum / masked).tolist()
-        if self.counts is not None:
-            out["target_ppl"] = perplexity(self.counts).tolist()
-            out["active_codewords"] = active_codewords(self.counts).tolist()
-        if self.pred_prob_sum is not None:
-            out["pred_ppl"] = perplexity(self.pred_prob_sum).tolist()
-        return out
 
 
 # Named in every collapse warning: the small-batch options of docs/small_batch.md.
@@ -112,7 +41,7 @@ def collapse_warnings(
     """Human-readable warnings for the teacher-collapse symptoms of spec section 15.
 
     Args:
-        metrics: a :meth:`WindowMeter.summary`.
+        metrics: a log row (``PretrainTask.metrics``).
         codebook_size: V.
         min_active: warn when a codebook uses fewer than ``min_active * V`` codewords in the window, or its
             target perplexity is below ``min_active * V``.
@@ -256,10 +185,12 @@ class ProgressBar:
         """Put ``metrics`` in the postfix; returns False when there is no bar (log them instead)."""
         if self._bar is None:
             return False
-        postfix = {"loss": f"{metrics['loss']:.3f}", "lr": f"{metrics['lr']:.1e}"}
+        # Whatever of these the task logs (pretraining has all of them).
+        postfix = {"loss": f"{metrics.get('loss', math.nan):.3f}", "lr": f"{metrics['lr']:.1e}"}
         if metrics.get("target_ppl"):
             postfix["ppl"] = f"{sum(metrics['target_ppl']) / len(metrics['target_ppl']):.0f}"
-        postfix["aud_s/s"] = f"{metrics['audio_seconds_per_second']:.1f}"
+        if "audio_seconds_per_second" in metrics:
+            postfix["aud_s/s"] = f"{metrics['audio_seconds_per_second']:.1f}"
         if metrics.get("warnings"):
             postfix["WARNING"] = "COLLAPSE?"
         self._bar.set_postfix(postfix, refresh=False)

@@ -1,17 +1,22 @@
-"""The pretraining loop: `Trainer` owns the model, optimizer, scaler, data position and RNG state.
+"""The training loop: `Trainer` owns the optimizer, scaler, data position, RNG state and checkpoints.
 
+What a step *means* comes from a `Task` (dinosr/train/task.py; pretraining: pretrain_task.py, the default).
 One optimizer step (``train_step``), in order:
 
 1. every rank agrees which of its ``grad_accum`` micro-batches are non-empty (one collective), so
    ranks run the same number of forwards/backwards even when all files of a batch were bad;
-2. per micro-batch: forward under autocast (codebooks, targets and CE stay fp32 inside the model),
-   backward of the *summed* per-frame loss divided by a fixed constant (DDP syncs on the last one);
-3. the codebook statistics, masked-frame count and loss sums are all-reduced over ranks;
-4. gradients are rescaled by ``world_size * const / global_num_masked``: after DDP's averaging
-   this is exactly the global per-frame mean of spec section 7 (docs/DESIGN.md "Loss reduction"),
-   computed without knowing the global count before the backward passes;
-5. unscale (fp16), clip, NaN/inf guard, AdamW step; then ``model.post_step`` once with the
-   statistics of the whole effective batch (docs/DESIGN.md "Gradient accumulation").
+2. per micro-batch: ``task.forward`` under autocast returns the *summed* loss and the micro-batch's
+   statistics; backward of ``loss / task.loss_norm`` (a fixed constant; DDP syncs on the last one);
+3. the statistics (a `StepStats`: named sums flattened into one all-reduce) are summed over micro-batches
+   and ranks; they give the global normaliser (pretraining: masked frames, CTC: utterances);
+4. gradients are rescaled by ``world_size * loss_norm / normaliser``: after DDP's averaging this is
+   exactly the gradient of the global mean (docs/DESIGN.md "Loss reduction"), computed without knowing
+   the global count before the backward passes;
+5. unscale (fp16), clip, NaN/inf guard, AdamW step; then ``task.post_step`` once with the statistics
+   of the whole effective batch, and the optimizer groups / DDP wrapper follow ``task.param_groups``.
+
+Every ``run.validate_every`` updates ``task.validate`` runs (every rank) and ``checkpoints/best.pt`` is
+kept for the task's ``best_metric``.
 """
 
 from __future__ import annotations
@@ -36,26 +41,28 @@ from dinosr.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from dinosr.train.metrics_log import (
-    MetricsLogger,
-    ProgressBar,
-    WindowMeter,
-    collapse_warnings,
-    effective_batch_message,
-)
+from dinosr.train.metrics_log import MetricsLogger, ProgressBar
 from dinosr.train.optim import (
-    EXTRACTOR_GROUP,
-    build_optimizer,
-    drop_group,
-    has_group,
+    group_layout,
+    optimizer_for_groups,
     set_lr,
+    sync_groups,
     trainable_parameters,
 )
 from dinosr.train.schedule import lr_at
+from dinosr.train.task import StepStats, Task
 
 log = logging.getLogger(__name__)
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BEST_NAME = "best.pt"
+# Checkpoint entries of the loop; a task's checkpoint_extras may not reuse them.
+_LOOP_KEYS = frozenset(
+    {
+        *("step", "model", "optimizer", "scheduler", "scaler", "data", "rng"),
+        *("bad_steps", "world_size", "config", "best"),
+    }
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,28 +80,15 @@ def seed_process(seed: int) -> None:
     random.seed(seed)
 
 
-def build_loader(cfg: Config, *, rank: int, world_size: int):
-    """The training loader for ``cfg.data`` (``manifest = ""``: the bundled corpus's train.tsv)."""
-    from dinosr.data.loader import build_train_loader
-    from dinosr.data.manifest import read_manifest
-
-    if cfg.data.manifest:
-        entries = read_manifest(cfg.data.manifest)
-    else:
-        from dinosr.data.corpus import bundled_corpus
-
-        entries = read_manifest(Path(bundled_corpus()) / "train.tsv")
-    return build_train_loader(cfg.data, entries, rank=rank, world_size=world_size, seed=cfg.run.seed)
-
-
 class Trainer:
-    """DinoSR pretraining for one process of a (possibly distributed) job.
+    """Training for one process of a (possibly distributed) job.
 
     Args:
-        config: the resolved configuration.
-        model: a DinoSR; built from ``config.model`` / ``config.masking`` when None.
-        loader: anything with ``__iter__`` over Batches, ``__len__``, ``set_epoch``, ``epoch``,
-            ``state_dict``/``load_state_dict`` (a ``TrainLoader``); built from ``config.data`` when None.
+        config: the resolved configuration (``config.run`` and ``config.optim`` drive the loop).
+        task: what to train (a `Task`); DinoSR pretraining (`PretrainTask(config)`) when None.
+        model: the module to train; ``task.build_model()`` (after seeding) when None.
+        loader: anything with ``__iter__`` over batches, ``__len__``, ``set_epoch``, ``epoch``,
+            ``state_dict``/``load_state_dict`` (a ``TrainLoader``); ``task.build_loader`` when None.
         device: defaults to ``config.run.device`` resolved for this rank.
 
     The process group (if any) must already exist (``dist.init_distributed``); the trainer reads
@@ -105,6 +99,7 @@ class Trainer:
         self,
         config: Config,
         *,
+        task: Task | None = None,
         model: nn.Module | None = None,
         loader: Any = None,
         device: torch.device | None = None,
@@ -114,30 +109,31 @@ class Trainer:
         self.rank, self.world_size = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         self.device = device or dist.select_device(dist.DistEnv(local_rank=self._local_rank()), run.device)
-        if model is None:
-            from dinosr.model.dinosr import DinoSR
+        if task is None:
+            from dinosr.train.pretrain_task import PretrainTask
 
+            task = PretrainTask(config)
+        self.task = task
+        if model is None:
             seed_process(run.seed)  # identical initial weights on every rank
-            model = DinoSR(config.model, config.masking)
+            model = task.build_model()
         self.model = model.to(self.device)
         self.loader = (
-            loader if loader is not None else build_loader(config, rank=self.rank, world_size=self.world_size)
+            loader if loader is not None else task.build_loader(rank=self.rank, world_size=self.world_size)
         )
         self.fused = self.device.type == "cuda"
-        self.optimizer = build_optimizer(self.model, config.optim, fused=self.fused)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         self.step = 0  # completed optimizer updates
+        self.optimizer = optimizer_for_groups(self._trainable_groups(), config.optim, fused=self.fused)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         self.bad_steps = 0  # consecutive non-finite steps
-        hop = config.model.hop_length
-        # Fixed divisor of the summed loss before backward: keeps gradient magnitudes (and fp16
-        # ranges) near those of a per-frame mean; step 4 of the module docstring removes it exactly.
-        self.loss_norm = max(1.0, config.data.max_tokens / hop)
+        self.best: dict[str, Any] | None = None  # {"metric", "mode", "value", "step"} of best.pt
         self.workdir = Path(run.workdir)
         self.checkpoint_dir = self.workdir / "checkpoints"
-        self.meter = WindowMeter()
         self.metrics = MetricsLogger(self.workdir, tensorboard=run.tensorboard, enabled=self.is_main)
+        self._reset_window()
         self._batches: Iterator | None = None
         self._saved_step = -1
+        self._validated_step = -1
         self.progress = ProgressBar(enabled=self.is_main and run.progress)
         seed_process(run.seed + self.rank)  # masks and dropout differ per rank, reproducibly
         self.ddp_model = self._wrap()
@@ -155,11 +151,13 @@ class Trainer:
         """
         run = self.cfg.run
         if not self.resume():
-            self.prepare_anchor()
+            self.task.prepare(self.model, self.loader)
         if self.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.workdir / "config.json")
-            log.info("%s", effective_batch_message(self.cfg, self.world_size))
+            message = self.task.describe(self.world_size)
+            if message:
+                log.info("%s", message)
         stop_at = min(run.max_steps, until_step or run.max_steps)
         started = time.monotonic()
         self.model.train()
@@ -168,7 +166,7 @@ class Trainer:
             # The micro-batches of one update; the data position advances even if the step is skipped.
             batches = [self._next_batch() for _ in range(run.grad_accum)]
             result = self.train_step(batches)
-            self.meter.add(result)
+            self._add_to_window(result)
             if not result["updated"]:
                 self._on_skipped(result)
                 continue
@@ -176,6 +174,8 @@ class Trainer:
             self.progress.update()
             if self.step % run.log_every == 0:
                 self.log()
+            if run.validate_every and self.step % run.validate_every == 0:
+                self.validate()
             if self.step % run.save_every == 0:
                 self.save()
             if run.max_minutes > 0 and dist.any_rank(
@@ -183,8 +183,10 @@ class Trainer:
             ):
                 log.info("max_minutes=%g reached at step %d", run.max_minutes, self.step)
                 break
-        if self.meter.steps:
+        if self._window_steps:
             self.log()  # the last, partial window
+        if run.validate_every and self._validated_step != self.step and self.step > 0:
+            self.validate()
         if self._saved_step != self.step:
             self.save()
         return self.step
@@ -195,11 +197,13 @@ class Trainer:
         """One optimizer update from this rank's micro-batches (a collective under DDP).
 
         Args:
-            batches: ``grad_accum`` Batches (waveforms (B, L), lengths (B,), num_skipped); B may be 0.
-            masks: optional (B, T) bool mask per micro-batch (tests); None samples masks in the model.
+            batches: ``grad_accum`` batches (``lengths`` (B,), ``num_skipped``, ``.to(device)``); B may be 0.
+            masks: optional per-micro-batch override passed to ``task.forward(mask=...)`` (tests).
 
         Returns:
-            ``{"updated": bool, ...}`` with the all-reduced sums of the step (see ``WindowMeter.add``).
+            ``{"updated": bool, "reason": None | "empty" | "no_targets" | "nonfinite" | "overflow",
+            "grad_norm", "stats": the reduced StepStats, **stats.result()}``; ``{"updated": False,
+            "reason": "empty", "bad_files"}`` when every micro-batch was empty on some rank.
             Gradients stay on the parameters until the next call (tests inspect them).
         """
         masks = list(masks) if masks is not None else [None] * len(batches)
@@ -210,55 +214,56 @@ class Trainer:
         bad_files = sum(int(getattr(b, "num_skipped", 0)) for b in batches)
         if not run:
             return {"updated": False, "reason": "empty", "bad_files": bad_files}
-        stats, sums = None, None
+        stats: StepStats | None = None
         for i in run:
-            out = self._forward_backward(batches[i], masks[i], sync=i == run[-1])
-            stats = out["stats"] if stats is None else stats + out["stats"]
-            sums = out["sums"] if sums is None else sums + out["sums"]
-        sums[4] += bad_files
-        dist.all_reduce_sum(sums)
-        stats.all_reduce()
-        loss_sum, num_masked = float(sums[0]), int(sums[1])
-        k = self.cfg.model.num_codebook_layers
-        layer_loss_sum, anchor = sums[5 : 5 + k], sums[5 + k :]  # anchor: [loss sum, frames] or empty
-        grad_norm = self._finish_gradients(num_masked)
-        reason = self._apply_update(math.isfinite(loss_sum) and num_masked > 0, grad_norm)
-        result = {
-            "updated": reason is None,
-            "reason": reason,
-            "loss_sum": loss_sum,
-            "num_masked": num_masked,
-            "audio_samples": int(sums[2]),
-            "utterances": int(sums[3]),
-            "bad_files": int(sums[4]),
-            "layer_loss_sum": layer_loss_sum.float(),
-            "anchor_loss_sum": float(anchor[0]) if len(anchor) else 0.0,
-            "anchor_frames": int(anchor[1]) if len(anchor) else 0,
-            "grad_norm": grad_norm,
-            "counts": stats.counts,
-            "pred_prob_sum": stats.pred_prob_sum,
-        }
+            part = self._forward_backward(batches[i], masks[i], sync=i == run[-1])
+            stats = part if stats is None else stats + part
+        stats.bad_files = float(bad_files)
+        stats = stats.all_reduce(self.device)
+        normaliser = stats.normaliser()
+        grad_norm = self._finish_gradients(normaliser)
+        reason = self._apply_update(stats, normaliser, grad_norm)
+        result = {"updated": reason is None, "reason": reason, "grad_norm": grad_norm, **stats.result()}
+        result["stats"] = stats
         if reason is None:
             self.step += 1
-            self.model.post_step(self.step, stats)
-            self._maybe_freeze()
+            self.task.post_step(self.model, self.step, stats)
+            self._follow_trainable_set()
         return result
 
-    def prepare_anchor(self) -> None:
-        """Fit the acoustic anchor's k-means on the training speech once, before the first step."""
-        anchor = getattr(self.model, "anchor", None)
-        if anchor is None or bool(anchor.fitted):
-            return
-        entries = getattr(self.loader, "entries", None)
-        if entries is None:
-            raise RuntimeError(
-                "model.anchor_units > 0 needs the training manifest entries (loader.entries) to fit the "
-                "anchor k-means; fit model.anchor yourself when passing a custom loader"
-            )
-        from dinosr.train.anchor_fit import fit_anchor
-
-        with torch.random.fork_rng(devices=[]):  # the fit must not shift the masks/dropout of training
-            fit_anchor(self.model, entries, self.cfg.data, seed=self.cfg.run.seed)
+    def validate(self) -> dict[str, float]:
+        """Run ``task.validate`` (every rank), log it and keep ``checkpoints/best.pt`` on improvement."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):  # training RNG untouched
+                values = {k: float(v) for k, v in (self.task.validate(self.model) or {}).items()}
+        finally:
+            self.model.train()
+        self._validated_step = self.step
+        if not values:
+            return values
+        row = {f"valid_{k}": v for k, v in values.items()}
+        improved = False
+        if self.task.best_metric is not None:
+            name, mode = self.task.best_metric
+            if name not in values:
+                raise KeyError(f"task.validate() returned {sorted(values)}, not its best_metric {name!r}")
+            value = values[name]
+            best = self.best["value"] if self.best is not None else None
+            better = best is None or (value < best if mode == "min" else value > best)
+            # Rank 0 decides (saving is a collective); every rank returned the same values anyway.
+            improved = dist.any_rank(self.is_main and math.isfinite(value) and better, self.device)
+            if improved:
+                self.best = {"metric": name, "mode": mode, "value": value, "step": self.step}
+            if self.best is not None:
+                row[f"best_valid_{name}"] = self.best["value"]
+        if self.is_main:
+            self.metrics.log(self.step, row)
+            log.info("step %d valid %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if improved:
+            self.save_best()
+        return values
 
     # ----------------------------------------------------------------------------- step internals
     @property
@@ -269,10 +274,9 @@ class Trainer:
         dtype = _AUTOCAST_DTYPES.get(self.cfg.run.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _forward_backward(self, batch: Any, mask: Tensor | None, *, sync: bool) -> dict[str, Any]:
-        """Forward + backward of one micro-batch; returns its stats and its local sums vector."""
-        waveforms = batch.waveforms.to(self.device, non_blocking=True)
-        lengths = batch.lengths.to(self.device, non_blocking=True)
+    def _forward_backward(self, batch: Any, mask: Tensor | None, *, sync: bool) -> StepStats:
+        """Forward + backward of one micro-batch; returns its (local) statistics."""
+        batch = batch.to(self.device, non_blocking=True)
         no_sync = (
             self.ddp_model.no_sync
             if (not sync and self.ddp_model is not self.model)
@@ -280,48 +284,34 @@ class Trainer:
         )
         with no_sync():
             with self._autocast():
-                out = self.ddp_model(waveforms, lengths, mask=mask)
-            frame_loss = out.losses.float().mean(1)  # (M,) mean over the K codebook layers
-            total = frame_loss.sum()
-            anchor = out.anchor_losses  # acoustic anchor (small-batch option, model/anchor.py)
-            if anchor is not None:
-                # Summed over its frames and, like the DinoSR loss, divided by the global number of masked
-                # frames (step 4 above): exact under DDP and gradient accumulation.
-                total = total + self.model.anchor_weight(self.step) * anchor.float().sum()
-            self.scaler.scale(total / self.loss_norm).backward()
-        with torch.no_grad():
-            # [loss_sum, num_masked, audio_samples, utterances, bad_files, per-layer loss sums (K),
-            #  anchor loss sum and anchor frames (only with the acoustic anchor)]
-            head = torch.tensor(
-                [0.0, out.num_masked, float(lengths.sum()), len(lengths), 0.0],
-                dtype=torch.float64,
-                device=self.device,
-            )
-            head[0] = frame_loss.detach().double().sum()
-            parts = [head, out.losses.detach().double().sum(0)]
-            if anchor is not None:
-                parts.append(torch.stack([anchor.detach().double().sum(), anchor.new_tensor(anchor.numel())]))
-            sums = torch.cat(parts)
-        return {"stats": out.stats, "sums": sums}
+                loss, stats = self.task.forward(self.ddp_model, batch, step=self.step, mask=mask)
+            self.scaler.scale(loss / self.task.loss_norm).backward()
+        return stats
 
-    def _finish_gradients(self, num_masked: int) -> float:
+    def _finish_gradients(self, normaliser: float) -> float:
         """Unscale (fp16), turn the summed loss's gradients into the global mean's, clip; returns the norm."""
         self.scaler.unscale_(self.optimizer)
         params = trainable_parameters(self.optimizer)
         grads = [p.grad for p in params if p.grad is not None]
-        if grads and num_masked > 0:
-            torch._foreach_mul_(grads, self.world_size * self.loss_norm / num_masked)
+        if grads and normaliser > 0:
+            torch._foreach_mul_(grads, self.world_size * self.task.loss_norm / normaliser)
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(params, clip) if grads else torch.zeros(())
         return float(norm)
 
-    def _apply_update(self, loss_ok: bool, grad_norm: float) -> str | None:
-        """Optimizer step unless the loss/gradients are not finite; returns why it was skipped, or None."""
+    def _apply_update(self, stats: StepStats, normaliser: float, grad_norm: float) -> str | None:
+        """Optimizer step unless there is nothing to average over or the loss/gradients are not finite;
+        returns why the update was skipped, or None."""
         fp16 = self.scaler.is_enabled()
+        reason = None
+        if normaliser <= 0:
+            reason = "no_targets"  # e.g. no masked frame in the whole batch: nothing to learn, not divergence
         # fp16: inf gradients with a finite loss are the GradScaler's business (overflow, not divergence).
-        if not loss_ok or (not fp16 and not math.isfinite(grad_norm)):
+        elif not math.isfinite(stats.total_loss()) or (not fp16 and not math.isfinite(grad_norm)):
+            reason = "nonfinite"
+        if reason is not None:
             self.scaler.update()  # resets the scaler's per-step state (and backs off on inf grads)
-            return "nonfinite"
+            return reason
         scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -329,13 +319,37 @@ class Trainer:
             return "overflow"
         return None
 
-    def _maybe_freeze(self) -> None:
-        """At the freeze step drop the extractor from the optimizer and re-wrap DDP without it."""
-        if self.model.is_frozen(self.step) and has_group(self.optimizer, EXTRACTOR_GROUP):
-            drop_group(self.optimizer, EXTRACTOR_GROUP)
-            self.ddp_model = self._wrap()
-            if self.is_main:
-                log.info("step %d: teacher, feature extractor and projection frozen", self.step)
+    def _trainable_groups(self) -> list[dict[str, Any]]:
+        """``task.param_groups`` at the current step, with ``requires_grad`` set to match."""
+        groups = self.task.param_groups(self.model, self.step)
+        trainable: set[int] = set()
+        for group in groups:
+            for p in group["params"]:
+                if id(p) in trainable:
+                    raise ValueError(f"task.param_groups: a parameter is in two groups ({group['name']!r})")
+                trainable.add(id(p))
+        names = [g["name"] for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task.param_groups: duplicate group names {names}")
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        return groups
+
+    def _follow_trainable_set(self) -> None:
+        """After an update: when the task's trainable set changed, rebuild the groups and re-wrap DDP."""
+        groups = self._trainable_groups()
+        if group_layout(groups) == group_layout(self.optimizer.param_groups):
+            return
+        before = [g["name"] for g in self.optimizer.param_groups]
+        sync_groups(self.optimizer, groups)
+        self.ddp_model = self._wrap()
+        if self.is_main:
+            log.info(
+                "step %d: trained parameter groups %s -> %s",
+                self.step,
+                before,
+                [g["name"] for g in self.optimizer.param_groups],
+            )
 
     def _wrap(self) -> nn.Module:
         """DDP over the currently trainable parameters (the bare model for one process)."""
@@ -345,8 +359,8 @@ class Trainer:
 
         from torch.nn.parallel import DistributedDataParallel
 
-        # Codebooks and the teacher are buffers/frozen parameters that post_step updates identically on
-        # every rank from all-reduced statistics: nothing to broadcast before each forward.
+        # State the task updates in post_step identically on every rank from all-reduced statistics
+        # (codebooks, the teacher): nothing to broadcast before each forward.
         no_buffer_sync = (
             {"forward_sync_buffers": False}
             if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
@@ -355,9 +369,8 @@ class Trainer:
         return DistributedDataParallel(
             self.model,
             device_ids=[self.device] if self.device.type == "cuda" else None,
-            # LayerDrop skips whole layers at random, so those parameters get no gradient in that step.
-            # (Frozen parameters are handled by re-wrapping at the freeze, see _maybe_freeze.)
-            find_unused_parameters=self.cfg.model.layerdrop > 0,
+            # Parameters that leave the trainable set are handled by re-wrapping (_follow_trainable_set).
+            find_unused_parameters=self.task.find_unused_parameters(self.model),
             **no_buffer_sync,
         )
 
@@ -395,6 +408,12 @@ class Trainer:
             log.debug(
                 "step %d: fp16 gradient overflow, loss scale now %g", self.step + 1, self.scaler.get_scale()
             )
+        elif reason == "no_targets" and self.is_main:
+            log.warning(
+                "step %d: nothing to average the loss over in the whole batch (no masked frame?); "
+                "update skipped",
+                self.step + 1,
+            )
         elif reason == "empty" and self.is_main:
             log.warning(
                 "step %d: a rank had an empty batch (unreadable files); micro-batch skipped", self.step + 1
@@ -406,7 +425,7 @@ class Trainer:
 
         Only tensors and plain containers, so ``torch.load(..., weights_only=True)`` reads it.
         """
-        return {
+        state = {
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -419,14 +438,22 @@ class Trainer:
             "world_size": self.world_size,
             "config": self.cfg.to_dict(),
         }
+        if self.best is not None:
+            state["best"] = dict(self.best)
+        extras = self.task.checkpoint_extras()
+        clash = sorted(set(extras) & _LOOP_KEYS)
+        if clash:
+            raise ValueError(f"task.checkpoint_extras() reuses the loop's checkpoint keys {clash}")
+        state.update(extras)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (after building the trainer from the same config)."""
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
-        frozen = self.model.apply_freeze(self.step)  # requires_grad is not part of a state_dict
-        # Same group layout as when it was saved: without the extractor once frozen.
-        self.optimizer = build_optimizer(self.model, self.cfg.optim, frozen=frozen, fused=self.fused)
+        # requires_grad is not part of a state_dict, and the group layout is that of the saved step
+        # (pretraining: without the extractor once frozen).
+        self.optimizer = optimizer_for_groups(self._trainable_groups(), self.cfg.optim, fused=self.fused)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -443,6 +470,8 @@ class Trainer:
             )
             seed_process(self.cfg.run.seed + self.rank + 1000 * self.step)
         self.bad_steps = int(state.get("bad_steps", 0))
+        self.best = dict(state["best"]) if state.get("best") else None
+        self.task.load_checkpoint_extras(state)
         self.ddp_model = self._wrap()
 
     def resume(self) -> bool:
@@ -474,28 +503,66 @@ class Trainer:
         dist.barrier()  # nobody runs ahead (and possibly exits) before the file exists
         return path
 
+    def save_best(self) -> Path | None:
+        """Write the current state as ``checkpoints/best.pt`` (atomic; every rank must call it)."""
+        from dinosr.fileio import atomic_write
+
+        state = self.state_dict()
+        path = self.checkpoint_dir / BEST_NAME
+        if self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, fsync=True) as f:
+                torch.save(state, f)
+            best = self.best or {}
+            log.info("step %d: new best %s %s -> %s", self.step, best.get("metric"), best.get("value"), path)
+        dist.barrier()
+        return path if self.is_main else None
+
     # ----------------------------------------------------------------------------- logging
+    def _reset_window(self) -> None:
+        self._window: StepStats | None = None  # summed for_log() statistics of the updated steps
+        self._window_steps = 0
+        self._window_skipped = 0
+        self._window_grad_norm = 0.0
+        self._window_started = time.perf_counter()
+
+    def _add_to_window(self, result: dict[str, Any]) -> None:
+        if not result.get("updated", False):
+            self._window_skipped += 1
+            return
+        part = result["stats"].for_log()
+        self._window = part if self._window is None else self._window + part
+        self._window_steps += 1
+        self._window_grad_norm += result["grad_norm"]
+
     def log(self) -> dict[str, Any]:
         """Write the metrics of the steps since the last call (rank 0) and reset the window."""
-        metrics = self.meter.summary(sample_rate=self.cfg.data.sample_rate)
-        metrics.update(lr=self.lr, ema_decay=self.model.ema_decay(self.step), epoch=self.loader.epoch)
+        seconds = max(time.perf_counter() - self._window_started, 1e-9)
+        steps = max(self._window_steps, 1)
+        metrics: dict[str, Any] = {}
+        if self._window is not None:
+            metrics.update(
+                self.task.metrics(self.model, self._window, steps=steps, seconds=seconds, step=self.step)
+            )
+        metrics.update(
+            grad_norm=self._window_grad_norm / steps,
+            seconds_per_step=seconds / steps,
+            skipped_steps=self._window_skipped,
+            lr=self.lr,
+            epoch=self.loader.epoch,
+        )
         if self.scaler.is_enabled():
             metrics["loss_scale"] = self.scaler.get_scale()
-        warnings = collapse_warnings(
-            metrics,
-            codebook_size=self.cfg.model.codebook_size,
-            min_active=self.cfg.run.collapse_min_active,
-            min_loss=self.cfg.run.collapse_min_loss,
-        )
+        warnings = self.task.warnings(metrics)
         metrics["warnings"] = warnings
-        self.meter.reset()
+        self._reset_window()
         if not self.is_main:
             return metrics
         self.metrics.log(self.step, metrics)
         for warning in warnings:
             log.warning("step %d: %s", self.step, warning)
         if not self.progress.show(metrics):
-            log.info("step %d loss %.4f lr %.2e", self.step, metrics["loss"], metrics["lr"])
+            log.info("step %d loss %.4f lr %.2e", self.step, metrics.get("loss", math.nan), metrics["lr"])
         return metrics
 
     def close(self) -> None:
