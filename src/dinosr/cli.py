@@ -67,8 +67,13 @@ def _debug_requested(args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from dinosr.train.distributed import detect_environment
+
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if not detect_environment().is_main:
+        level = max(level, logging.WARNING)  # one rank of a torchrun/srun job talks; the others only warn
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

@@ -38,6 +38,18 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        # Cross-section checks: audio shorter than one frame of the model's front end would reach the
+        # conv layers ("kernel size can't be greater than actual input size") instead of a clear error.
+        frame = self.model.receptive_field
+        for key in ("min_sample_size", "max_tokens"):
+            value = getattr(self.data, key)
+            if value < frame:
+                raise ConfigError(
+                    f"data.{key} = {value} is shorter than one frame of the model "
+                    f"(receptive field {frame} samples); use at least {frame}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 

@@ -34,6 +34,11 @@ class DataConfig:
             self.max_sample_size >= max(1, self.min_sample_size), "max_sample_size must be >= min_sample_size"
         )
         check(self.max_tokens > 0, "max_tokens must be > 0")
+        check(
+            self.max_tokens >= self.min_sample_size,
+            f"max_tokens ({self.max_tokens}) must be >= min_sample_size ({self.min_sample_size}): "
+            "a batch must hold at least one utterance of the shortest length kept",
+        )
         check(self.max_batch_size >= 0, "max_batch_size must be >= 0")
         check(self.num_buckets >= 0, "num_buckets must be >= 0")
         check(self.num_workers >= 0, "num_workers must be >= 0")
