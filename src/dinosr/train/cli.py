@@ -72,9 +72,7 @@ def pretrain(cfg: Config) -> int:
     from dinosr.train.lock import RunLock
     from dinosr.train.trainer import Trainer
 
-    env = dist.detect_environment()
-    if env.rank != 0:
-        logging.getLogger().setLevel(logging.WARNING)  # one rank talks; the others only warn
+    env = dist.detect_environment()  # (the other ranks' log level is set by dinosr.cli, the one place)
     if cfg.run.num_threads > 0:
         # Process-wide, so it is set here (an entry point) and not inside the library's Trainer.
         torch.set_num_threads(cfg.run.num_threads)
