@@ -55,6 +55,7 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar on the terminal (rank 0)
     dist_backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto = nccl on GPU, gloo on CPU
     num_threads: int = 0  # torch intra-op CPU threads per process (0 = torch's default)
+    validate_every: int = 0  # run the task's validation every N optimizer steps (and at the end); 0 = never
 
     def __post_init__(self) -> None:
         check(bool(self.workdir.strip()), "workdir must not be empty (it would write into the cwd)")
@@ -68,3 +69,4 @@ class RunConfig:
         check(0.0 <= self.collapse_min_active <= 1.0, "collapse_min_active must be in [0, 1]")
         check(self.collapse_min_loss >= 0, "collapse_min_loss must be >= 0")
         check(self.num_threads >= 0, "num_threads must be >= 0")
+        check(self.validate_every >= 0, "validate_every must be >= 0 (0 = never)")
