@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dinosr.data.sampler import BucketBatchSampler, batch_cost, cropped_fraction, plan_batches
+from dinosr.data.sampler import (
+    BucketBatchSampler,
+    batch_cost,
+    cropped_fraction,
+    pack_by_length,
+    plan_batches,
+)
 
 
 def _lengths(n=500, seed=0):
@@ -100,3 +106,35 @@ def test_cropped_fraction():
     assert cropped_fraction(s) == pytest.approx(0.5)
     s = BucketBatchSampler([100, 300], max_tokens=1000, max_sample_size=200, batching="pad")
     assert cropped_fraction(s) == pytest.approx(100 / 400)
+
+
+def _reference_inference_batches(lengths, budget, alone_above):
+    """The extraction packer before it moved to data/sampler.py (sorted, B x longest <= budget)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current = [], []
+    for i in order:
+        n = max(1, lengths[i])
+        if alone_above is not None and n > alone_above:
+            batches.append([i])
+            continue
+        if current and (len(current) + 1) * n > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@pytest.mark.parametrize("alone_above", [None, 900])
+def test_pack_by_length_equals_reference_and_keeps_the_budget(alone_above):
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(0, 1200, 200)]
+    got = pack_by_length(lengths, 5000, alone_above=alone_above)
+    ref = _reference_inference_batches(lengths, 5000, alone_above)
+    assert sorted(got) == sorted(ref)
+    assert sorted(i for b in got for i in b) == list(range(200))
+    for b in got:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 5000
+        if alone_above is not None and any(lengths[i] > alone_above for i in b):
+            assert len(b) == 1

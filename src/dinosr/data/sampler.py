@@ -73,10 +73,30 @@ def plan_batches(
         Lists of dataset indices; each list's `batch_cost` is <= max_tokens unless it holds one item.
     """
     rng = np.random.default_rng([seed, epoch])
+    order = _order(lengths, num_buckets, rng).tolist()
+    batches = pack_greedy(
+        order, lengths, max_tokens=max_tokens, batching=batching, max_batch_size=max_batch_size
+    )
+    return [batches[j] for j in rng.permutation(len(batches)).tolist()]
+
+
+def pack_greedy(
+    order: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
+    *,
+    max_tokens: int,
+    batching: Literal["crop", "pad"] = "crop",
+    max_batch_size: int = 0,
+) -> list[list[int]]:
+    """The one batch-by-length packer: ``order`` (indices into ``lengths``) cut into consecutive batches.
+
+    A batch grows while its `batch_cost` stays <= ``max_tokens`` and it holds fewer than ``max_batch_size``
+    items (0 = no cap); an item that alone exceeds the budget forms a batch of one.
+    """
     batches: list[list[int]] = []
     current: list[int] = []
     lo = hi = 0
-    for i in _order(lengths, num_buckets, rng).tolist():
+    for i in order:
         n = int(lengths[i])
         new_lo, new_hi = (min(lo, n), max(hi, n)) if current else (n, n)
         cost = (len(current) + 1) * (new_lo if batching == "crop" else new_hi)
@@ -88,7 +108,23 @@ def plan_batches(
         lo, hi = new_lo, new_hi
     if current:
         batches.append(current)
-    return [batches[j] for j in rng.permutation(len(batches)).tolist()]
+    return batches
+
+
+def pack_by_length(
+    lengths: Sequence[int], max_samples: int, *, alone_above: int | None = None
+) -> list[list[int]]:
+    """Inference batches (extraction, evaluation): deterministic, nothing cropped.
+
+    Indices in ascending length (ties in index order) packed greedily so that the padded size
+    ``B x longest`` stays <= ``max_samples``; an utterance longer than ``alone_above`` samples is a batch
+    of one (it is encoded in chunks). An empty utterance counts as one sample.
+    """
+    cost = [max(1, int(n)) for n in lengths]
+    order = sorted(range(len(cost)), key=lambda i: int(lengths[i]))
+    alone = [i for i in order if alone_above is not None and cost[i] > alone_above]
+    rest = [i for i in order if alone_above is None or cost[i] <= alone_above]
+    return pack_greedy(rest, cost, max_tokens=max_samples, batching="pad") + [[i] for i in alone]
 
 
 def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:

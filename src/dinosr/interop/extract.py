@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dinosr.data.sampler import pack_by_length
 from dinosr.errors import ExtractionError, ManifestError
 from dinosr.fileio import atomic_write
 from dinosr.inference import SAMPLE_RATE, deduplicate, extract_features, units
@@ -123,24 +124,6 @@ def _outputs(out: Path, settings: ExtractSettings, name: str) -> list[Path]:
     if settings.units_layer is not None:
         paths.append(out / "units" / f"{name}.npy")
     return paths
-
-
-def _batches(entries: Sequence, budget_samples: int, long_samples: int | None) -> list[list[int]]:
-    """Indices grouped by length: padded size B x max length within the budget; long files alone."""
-    order = sorted(range(len(entries)), key=lambda i: entries[i].num_samples)
-    batches, current = [], []
-    for i in order:
-        n = max(1, entries[i].num_samples)
-        if long_samples is not None and n > long_samples:
-            batches.append([i])
-            continue
-        if current and (len(current) + 1) * n > budget_samples:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _has_outputs(out: Path) -> bool:
@@ -271,7 +254,8 @@ def run_extraction(
     long_samples = None if chunk is None else int((chunk + 2 * settings.context_seconds) * SAMPLE_RATE)
     sub = [entries[i] for i in todo]
     bar = tqdm(total=len(sub), unit="utt", desc="extract", disable=not progress)
-    for batch in _batches(sub, int(batch_seconds * SAMPLE_RATE), long_samples):
+    lengths = [e.num_samples for e in sub]
+    for batch in pack_by_length(lengths, int(batch_seconds * SAMPLE_RATE), alone_above=long_samples):
         wavs, batch_names = [], []
         for j in batch:
             e = sub[j]
