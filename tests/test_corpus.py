@@ -18,16 +18,12 @@ from dinosr.data.corpus.festival import (
     parse_festival_output,
 )
 from dinosr.data.corpus.layout import letters, normalise_words
-from dinosr.data.corpus.mbrola import parse_pho, pho_segments
+from dinosr.data.corpus.mbrola import parse_pho, pho_segments, scale_pho_pitch
 from dinosr.data.corpus.phones import PHONES
-from dinosr.data.corpus.synth import (
-    UtteranceError,
-    add_noise,
-    choose_valid_speakers,
-    make_speakers,
-    reconcile,
-    speech_power,
-)
+from dinosr.data.corpus.speakers import choose_valid_speakers, make_speakers
+from dinosr.data.corpus.split import default_heldout_voice, resplit_corpus, split_metadata
+from dinosr.data.corpus.synth import UtteranceError, add_noise, reconcile, speech_power
+from dinosr.data.corpus.voices import read_base_voices, voices_tsv_text
 
 # A hand-written .pho in the format espeak-ng --pho writes for mb-us1 ("the boy").
 PHO_SAMPLE = """\
@@ -95,7 +91,7 @@ def test_build_script_escapes_text():
     assert "'(1.1000 0.9000)" in script
     assert "(voice_kal_diphone)" in script
     hts = build_script(FESTIVAL_VOICES["slt"], [req])
-    assert '("-r" 1.0000)' in hts
+    assert """'(("-r" 1.0000))""" in hts  # the only hts_engine option Debian's Festival reads
     assert "1.1000" not in hts
 
 
@@ -132,6 +128,117 @@ def test_speakers_and_valid_split():
     assert {v[:3] for v in valid} == {"kal", "slt"}
 
 
+def test_scale_pho_pitch_scales_only_pitch_targets():
+    scaled = scale_pho_pitch(PHO_SAMPLE, 1.5)
+    assert parse_pho(scaled) == parse_pho(PHO_SAMPLE)  # durations untouched
+    lines = [line.split() for line in scaled.splitlines()]
+    assert lines[2] == ["D", "45", "0", "165.0", "80", "157.5"]
+    assert lines[5][:4] == ["OI", "180", "20", "195.0"]
+    assert scale_pho_pitch(PHO_SAMPLE, 1.0) == PHO_SAMPLE
+
+
+def test_pseudo_speaker_transforms():
+    resample = {s.name: s for s in make_speakers(["kal", "slt", "mbrola-us1"])}
+    assert resample["kala"].transform == "none"
+    assert resample["kalb"].transform == "resample f0=0.855 formant=0.900 tempo=0.972"
+    # HTS (slt): Festival ignores hts_engine's f0 option, so only the resampling moves f0
+    assert resample["sltb"].transform == "resample f0=0.900 formant=0.900 tempo=0.972"
+    assert resample["us1b"].base_voice == "mbrola-us1"
+    warp = {s.name: s for s in make_speakers(["kal"], variants=5, method="warp")}
+    # net factors asked for: formant 0.88 with f0 1.20 at the plain tempo (b), 1.18 / 1.40 / 1.05 (d)
+    assert warp["kalb"].transform == "warp f0=1.200 formant=0.880 tempo=1.000"
+    assert warp["kald"].transform == "warp f0=1.400 formant=1.180 tempo=1.050"
+    assert warp["kalb"].resample * warp["kalb"].pitch == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="1-3"):
+        make_speakers(["kal"], variants=5)
+    with pytest.raises(ValueError, match="unknown pseudo-speaker method"):
+        make_speakers(["kal"], method="sox")
+
+
+def test_voices_tsv_round_trip_and_errors(tmp_path):
+    rows = [("kala", "kal", "none"), ("us1b", "mbrola-us1", "resample f0=0.855 formant=0.900 tempo=0.972")]
+    (tmp_path / "voices.tsv").write_text(voices_tsv_text(rows))
+    expected = {"kala": "kal", "us1b": "mbrola-us1"}
+    assert read_base_voices(tmp_path) == expected
+    assert read_base_voices(tmp_path / "voices.tsv") == expected
+    (tmp_path / "valid.tsv").write_text(".\n")
+    assert read_base_voices(tmp_path / "valid.tsv") == expected  # any file of the corpus
+    with pytest.raises(ValueError, match="nothing_here"):
+        read_base_voices(tmp_path / "nothing_here")
+    empty = tmp_path / "real"
+    empty.mkdir()
+    assert read_base_voices(empty) == {}  # no metadata: real speech
+    (tmp_path / "voices.tsv").write_text("speaker\tbase_voice\ttransform\nkala\tkal\n")
+    with pytest.raises(ValueError, match=r"voices.tsv:2"):
+        read_base_voices(tmp_path)
+    (tmp_path / "voices.tsv").write_text("kala\tkal\tnone\n")
+    with pytest.raises(ValueError, match="header"):
+        read_base_voices(tmp_path)
+
+
+def test_split_metadata_and_default_heldout_voice():
+    base = {"kala": "kal", "kalb": "kal", "slta": "slt", "sltb": "slt"}
+    voice_split = {"split": "voice", "heldout_voices": ["slt"], "shared_voices": []}
+    assert split_metadata(base, ["slta", "sltb"]) == voice_split
+    assert split_metadata(base, ["kalb"])["split"] == "speaker"
+    assert split_metadata(base, ["kalb"])["shared_voices"] == ["kal"]
+    assert default_heldout_voice(["kal", "ked", "slt"]) == "slt"
+    assert default_heldout_voice(["mbrola-us1", "mbrola-us2"]) == "mbrola-us2"
+
+
+def test_resplit_keeps_rows_and_transcripts_together(tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(bundled_corpus(), root, ignore=shutil.ignore_patterns("audio", "voices.tsv"))
+    before = _rows(root)
+    info = resplit_corpus(root, ["kala", "kalb", "kalc"])
+    assert info == {"split": "voice", "heldout_voices": ["kal"], "shared_voices": []}
+    after = _rows(root)
+    assert {u: r[:3] for u, r in after.items()} == {u: r[:3] for u, r in before.items()}
+    assert {u for u, r in after.items() if r[3] == "valid"} == {u for u in after if u.startswith("kal")}
+    assert read_base_voices(root)["kalb"] == "kal"  # voices.tsv derived from corpus.json
+    meta = json.loads((root / "corpus.json").read_text())
+    assert meta["valid_speakers"] == ["kala", "kalb", "kalc"]
+    assert meta["split"] == "voice"
+    with pytest.raises(ValueError, match="unknown valid speakers"):
+        resplit_corpus(root, ["nobody"])
+
+
+def _rows(root: Path) -> dict[str, tuple[str, str, str, str]]:
+    """utt -> (manifest row, .wrd line, .ltr line, split)."""
+    out = {}
+    for split in ("train", "valid"):
+        tsv = (root / f"{split}.tsv").read_text().splitlines()[1:]
+        wrd = (root / f"{split}.wrd").read_text().splitlines()
+        ltr = (root / f"{split}.ltr").read_text().splitlines()
+        assert len(tsv) == len(wrd) == len(ltr)
+        for row, words, chars in zip(tsv, wrd, ltr, strict=True):
+            out[Path(row.split("\t")[0]).stem] = (row, words, chars, split)
+    return out
+
+
+def test_cli_holds_out_a_whole_voice():
+    from argparse import Namespace
+
+    from dinosr.data.corpus.cli import _valid_speakers
+
+    speakers = make_speakers(["kal", "ked", "slt"])
+
+    def pick(**options):
+        args = Namespace(**{"heldout_voice": None, "valid_speakers": None, **options})
+        return _valid_speakers(args, speakers)
+
+    assert pick() == ["slta", "sltb", "sltc"]  # default: slt
+    assert pick(heldout_voice="ked") == ["keda", "kedb", "kedc"]
+    assert pick(heldout_voice="all") == [s.name for s in speakers]
+    assert pick(valid_speakers="kalb") == ["kalb"]  # the older speaker split, on request
+    with pytest.raises(ValueError, match="no speaker has base voice"):
+        pick(heldout_voice="rab")
+    with pytest.raises(ValueError, match="leaves no training speaker"):
+        pick(heldout_voice="kal,ked,slt")
+    one_voice = make_speakers(["kal"])
+    assert len(_valid_speakers(Namespace(heldout_voice=None, valid_speakers=None), one_voice)) == 1
+
+
 def test_transcripts():
     words = normalise_words(["Hello,", "world's", "42"])
     assert words == ["HELLO", "WORLD'S"]
@@ -158,6 +265,8 @@ def test_tiny_festival_synthesis(tmp_path):
         assert segs[0][0] == 0.0
     assert corpus["train_speakers"] == {"kala"}
     assert corpus["valid_speakers"] == {"kalb"}
+    assert read_base_voices(tmp_path) == {"kala": "kal", "kalb": "kal"}
+    assert json.loads((tmp_path / "corpus.json").read_text())["split"] == "speaker"  # kalb shares kal
     assert (tmp_path / "train.wrd").read_text().split("\n")[0] in {
         "THE BOY FOUND A COIN",
         "MEASURE THE TREASURE QUICKLY",
@@ -200,6 +309,14 @@ def test_bundled_corpus():
     assert corpus["train_speakers"]
     assert corpus["valid_speakers"]
     assert not corpus["train_speakers"] & corpus["valid_speakers"]
+    # valid.* is a voice training never heard: no valid speaker shares a base voice with training
+    base = read_base_voices(root)
+    assert set(base) == set(corpus["speakers"].values())
+    assert {base[s] for s in corpus["valid_speakers"]} == {"slt"}
+    assert {base[s] for s in corpus["train_speakers"]} == {"kal", "ked"}
+    assert meta["split"] == "voice"
+    assert meta["heldout_voices"] == ["slt"]
+    assert meta["base_voices"] == base
     assert set(corpus["align"]) == set(corpus["audio"]) == set(corpus["speakers"])
     phones = set()
     for _utt, (path, num_samples) in sorted(corpus["audio"].items())[::10]:  # a sample keeps it fast

@@ -6,6 +6,10 @@ the Text utterance type's modules one by one so that per-phone duration factors 
 between ``Duration`` and ``Int_Targets`` (diphone voices only: HTS voices predict their own
 durations, so for them we vary the global rate with hts_engine's ``-r``), saves the waveform and
 prints the Word and Segment relations, which :func:`parse_festival_output` reads back.
+
+HTS voices: Debian's Festival (2.5, hts_engine API 1.07) reads only ``-m``, ``-r`` and its output
+options from ``hts_engine_params``; ``-fm`` (f0 shift) and ``-a`` (all-pass warp) are ignored
+(measured: byte-identical waves), so neither pitch nor vocal-tract length of slt can be set here.
 """
 
 from __future__ import annotations
@@ -89,9 +93,9 @@ def check_festival_voice(name: str) -> FestivalVoice:
 class FestivalRequest:
     """One utterance to render.
 
-    ``rate`` > 1 speaks faster; ``f0_mean`` is in Hz (diphone voices), ``semitones`` shifts the
-    HTS voices' pitch, ``alpha`` is hts_engine's frequency-warping constant (vocal-tract length);
-    ``phone_factors`` scale successive phone durations (diphone voices).
+    ``rate`` > 1 speaks faster; ``f0_mean`` is in Hz (diphone voices only: the HTS voices take
+    their f0 from their own model); ``phone_factors`` scale successive phone durations (diphone
+    voices).
     """
 
     utt_id: str
@@ -100,8 +104,6 @@ class FestivalRequest:
     rate: float = 1.0
     f0_mean: float = 105.0
     f0_std: float = 15.0
-    semitones: float = 0.0
-    alpha: float = 0.42
     phone_factors: list[float] = field(default_factory=list)
 
 
@@ -156,7 +158,7 @@ def build_script(voice: FestivalVoice, requests: list[FestivalRequest]) -> str:
     for req in requests:
         lines.append(f'(format t "UTT %s\\n" {_scheme_string(req.utt_id)})')
         if voice.hts:
-            params = f'\'(("-r" {req.rate:.4f}) ("-fm" {req.semitones:.3f}) ("-a" {req.alpha:.4f}))'
+            params = f'\'(("-r" {req.rate:.4f}))'
             lines.append(f"(set! hts_engine_params (append dinosr-hts-base {params}))")
             factors = "nil"
         else:

@@ -83,8 +83,29 @@ def pho_segments(phones: list[tuple[str, float]]) -> list[tuple[str, float, floa
     return segments
 
 
+def scale_pho_pitch(text: str, factor: float) -> str:
+    """Multiply every pitch target (Hz) of ``.pho`` text by ``factor``; durations are kept.
+
+    espeak-ng's ``-p`` (0-99) moves the pitch along its own non-linear scale; scaling the
+    targets MBROLA renders is an exact f0 factor, like the Festival voices' f0 settings.
+    """
+    if factor == 1.0:
+        return text
+    out = []
+    for raw in text.splitlines():
+        line, sep, comment = raw.partition(";")
+        fields = line.split()
+        if len(fields) > 2 and not fields[0].startswith("#"):
+            points = fields[2:]
+            for i in range(1, len(points), 2):  # (position %, pitch Hz) pairs
+                points[i] = f"{float(points[i]) * factor:.1f}"
+            line = "\t".join([*fields[:2], *points])
+        out.append(line + (sep + comment if sep else ""))
+    return "\n".join(out) + "\n"
+
+
 def run_mbrola(
-    voice: str, text: str, wav_path: str | Path, *, words_per_minute: int = 170, pitch: int = 50
+    voice: str, text: str, wav_path: str | Path, *, words_per_minute: int = 150, pitch_factor: float = 1.0
 ) -> list[tuple[str, float]]:
     """Render ``text`` with espeak-ng + MBROLA ``voice`` to ``wav_path``; return the parsed phones.
 
@@ -93,7 +114,7 @@ def run_mbrola(
         text: the sentence.
         wav_path: output wav (MBROLA's native 16 kHz).
         words_per_minute: espeak-ng ``-s`` (speaking rate).
-        pitch: espeak-ng ``-p`` (0-99, 50 = the voice's default).
+        pitch_factor: multiplies espeak-ng's pitch targets (:func:`scale_pho_pitch`).
 
     Raises:
         EngineMissingError: espeak-ng, mbrola or the voice is missing.
@@ -103,18 +124,21 @@ def run_mbrola(
     with tempfile.TemporaryDirectory(prefix="dinosr-mbrola-") as tmp:
         pho_path = Path(tmp) / "utt.pho"
         espeak = subprocess.run(
-            ["espeak-ng", "-v", f"mb-{voice}", "-q", "--pho", "-s", str(words_per_minute),
-             "-p", str(pitch), "--", text],
+            ["espeak-ng", "-v", f"mb-{voice}", "-q", "--pho", "-s", str(words_per_minute), "--", text],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if espeak.returncode != 0 or not espeak.stdout.strip():
             raise RuntimeError(f"espeak-ng failed: {espeak.stderr.strip()}")
-        pho_path.write_text(espeak.stdout, encoding="utf-8")
-        # -e: ignore unknown diphones (replaced by silence) rather than aborting the utterance.
+        pho = scale_pho_pitch(espeak.stdout, pitch_factor)
+        pho_path.write_text(pho, encoding="utf-8")
+        # No -e: with it mbrola renders a diphone missing from the database as silence, and the
+        # label of that phone would then describe silence. Without it the utterance fails and is
+        # dropped (us3 lacks a few diphones espeak-ng asks for, e.g. u-l=; us1/us2 lack none
+        # for the built-in sentences).
         proc = subprocess.run(
-            ["mbrola", "-e", str(database), str(pho_path), str(wav_path)],
+            ["mbrola", str(database), str(pho_path), str(wav_path)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"mbrola failed: {proc.stderr.strip()}")
-        return parse_pho(espeak.stdout)
+        return parse_pho(pho)

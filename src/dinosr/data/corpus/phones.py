@@ -36,14 +36,17 @@ FESTIVAL_RADIO_TO_ARPABET: dict[str, str] = {
 }  # fmt: skip
 
 # MBROLA us1/us2/us3 phone names (SAMPA-like, as espeak-ng's mb-us* voices emit them in --pho).
-# "_" is silence; r= is the r-coloured vowel of "bird"; 4 is the flap; l=/m=/n= syllabic.
+# "_" is silence; r= is the r-coloured vowel of "bird"; 4 is the flap; l=/m=/n= syllabic;
+# p_h/t_h/k_h are the aspirated stops us1/us2 get from espeak-ng ("pin", "tin", "kin"); O2 is
+# us3's vowel of "on", "soft", "song" (CMUdict writes most of these words with AO).
 MBROLA_US_TO_ARPABET: dict[str, str] = {
     "_": SILENCE, "#": SILENCE,
     "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "4": "T", "?": "T",
+    "p_h": "P", "t_h": "T", "k_h": "K",
     "f": "F", "v": "V", "T": "TH", "D": "DH", "s": "S", "z": "Z", "S": "SH", "Z": "ZH",
     "h": "HH", "tS": "CH", "dZ": "JH", "m": "M", "n": "N", "N": "NG", "l": "L", "r": "R",
     "w": "W", "j": "Y", "l=": "L", "m=": "M", "n=": "N",
-    "i": "IY", "I": "IH", "E": "EH", "{": "AE", "A": "AA", "O": "AO", "U": "UH", "u": "UW",
+    "i": "IY", "I": "IH", "E": "EH", "{": "AE", "A": "AA", "O": "AO", "O2": "AO", "U": "UH", "u": "UW",
     "V": "AH", "@": "AH", "r=": "ER", "@r": "ER", "3`": "ER",
     "EI": "EY", "AI": "AY", "OI": "OY", "aU": "AW", "@U": "OW", "oU": "OW",
 }  # fmt: skip

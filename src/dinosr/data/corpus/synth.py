@@ -35,6 +35,9 @@ from dinosr.data.corpus.layout import (
     normalise_words,
 )
 from dinosr.data.corpus.phones import PHONES, SILENCE, UnknownPhoneError, merge_segments
+from dinosr.data.corpus.speakers import Speaker
+from dinosr.data.corpus.split import split_metadata
+from dinosr.data.corpus.voices import VOICES_FILE, voices_tsv_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,28 +48,9 @@ TOLERANCE_S = 0.010  # phone durations must add up to the audio length within th
 TAIL_SLACK_S = 0.05
 TAIL_SILENCE_PEAK = 0.02
 CHUNK_SIZE = 8  # utterances per engine process
-
-
-@dataclass(frozen=True)
-class Speaker:
-    """A corpus speaker: an engine voice, a base rate/pitch and a resampling factor.
-
-    ``resample`` > 1 plays the voice's audio as if recorded at ``16 kHz * resample`` and
-    converts back to 16 kHz: pitch and tempo both rise by that factor (a pseudo-speaker).
-    """
-
-    name: str
-    engine: str  # "festival" or "mbrola"
-    voice: str
-    resample: float = 1.0
-    rate: float = 1.0  # speaking-rate multiplier before resampling
-    pitch: float = 1.0  # f0 multiplier (diphone/MBROLA) or 2**(semitones/12) (HTS)
-    alpha: float = 0.42  # hts_engine all-pass constant (HTS voices only)
-
-
-# (suffix, resample, rate, pitch, hts alpha): three variants per voice; values chosen by ear to
-# sound like different speakers while staying intelligible.
-_VARIANTS = (("a", 1.0, 1.0, 1.0, 0.42), ("b", 0.9, 1.08, 0.95, 0.45), ("c", 1.12, 0.92, 1.04, 0.39))
+# espeak-ng's rate for the MBROLA voices. Its default (175) gives vowels of ~30 ms and sentences
+# ~20 % shorter than Festival's; at 150 the tempo is close to the Festival voices'.
+MBROLA_WPM = 150
 
 
 def available_voices() -> list[str]:
@@ -76,17 +60,6 @@ def available_voices() -> list[str]:
     return voices
 
 
-def make_speakers(voices: list[str], *, variants: int = 3) -> list[Speaker]:
-    """Return ``variants`` speakers per voice (the first one is the unmodified voice)."""
-    speakers = []
-    for voice in voices:
-        short = voice.removeprefix("mbrola-")
-        engine = "mbrola" if voice.startswith("mbrola-") else "festival"
-        for suffix, resample, rate, pitch, alpha in _VARIANTS[:variants]:
-            speakers.append(Speaker(f"{short}{suffix}", engine, short, resample, rate, pitch, alpha))
-    return speakers
-
-
 def check_voices(voices: list[str]) -> None:
     """Raise :class:`festival.EngineMissingError` (naming the Debian package) for a missing voice."""
     for voice in voices:
@@ -94,26 +67,6 @@ def check_voices(voices: list[str]) -> None:
             mbrola.check_mbrola_voice(voice.removeprefix("mbrola-"))
         else:
             festival.check_festival_voice(voice)
-
-
-def choose_valid_speakers(speakers: list[Speaker], count: int) -> list[str]:
-    """Pick ``count`` held-out speakers, spread over voices and variants (deterministic)."""
-    by_voice: dict[str, list[Speaker]] = {}
-    for spk in speakers:
-        by_voice.setdefault(spk.voice, []).append(spk)
-    voices = list(by_voice)
-    chosen: list[str] = []
-    i = 0
-    while len(chosen) < min(count, len(speakers) - 1):
-        group = by_voice[voices[i % len(voices)]]
-        # voice k holds out its variant (last - k): different voices hold out different variants
-        for offset in range(len(group)):
-            cand = group[(len(group) - 1 - i - offset) % len(group)].name
-            if cand not in chosen:
-                chosen.append(cand)
-                break
-        i += 1
-    return chosen
 
 
 @dataclass
@@ -218,12 +171,10 @@ def _engine_render(plans: list[UttPlan], tmp: Path) -> dict[str, tuple[list[str]
         voice = festival.FESTIVAL_VOICES[spk.voice]
         requests = []
         for p in plans:
-            semitones = float(12 * np.log2(p.pitch))
             requests.append(
                 festival.FestivalRequest(
                     p.utt_id, p.text, str(tmp / f"{p.utt_id}.wav"), rate=p.rate,
                     f0_mean=voice.f0_mean * p.pitch, f0_std=voice.f0_mean * 0.14 * p.pitch,
-                    semitones=semitones, alpha=spk.alpha,
                     phone_factors=[] if voice.hts else p.phone_factors,
                 )
             )  # fmt: skip
@@ -237,7 +188,7 @@ def _engine_render(plans: list[UttPlan], tmp: Path) -> dict[str, tuple[list[str]
             try:
                 phones = mbrola.run_mbrola(
                     spk.voice, p.text, tmp / f"{p.utt_id}.wav",
-                    words_per_minute=round(170 * p.rate), pitch=int(np.clip(50 * p.pitch, 0, 99)),
+                    words_per_minute=round(MBROLA_WPM * p.rate), pitch_factor=p.pitch,
                 )  # fmt: skip
                 out[p.utt_id] = (p.text.split(), mbrola.pho_segments(phones))
             except (RuntimeError, UnknownPhoneError, ValueError) as err:
@@ -342,9 +293,10 @@ def synthesize_corpus(
     Args:
         root: corpus directory (created; utterances already rendered there are reused).
         sentences: one sentence per utterance.
-        speakers: from :func:`make_speakers`.
+        speakers: from :func:`dinosr.data.corpus.speakers.make_speakers`.
         seed: drives speaker assignment and all per-utterance variation and noise.
-        valid_speakers: speaker names held out into ``valid.*``; all others go to ``train.*``.
+        valid_speakers: speaker names held out into ``valid.*``; all others go to ``train.*``
+            (the CLI holds out every speaker of one base voice: :mod:`dinosr.data.corpus.split`).
         jobs: worker processes.
         noise_snr: white-noise SNR in dB (None: no noise).
         audio_format: ``"flac"`` or ``"wav"`` (16-bit either way).
@@ -391,6 +343,9 @@ def synthesize_corpus(
     ordered = [records[p.utt_id] for p in plans if p.utt_id in records]
     manifest_root = Path(".") if relative_root else root
     phone_counts = write_corpus_files(root, ordered, valid_speakers, manifest_root=manifest_root)
+    voice_rows = [(s.name, s.base_voice, s.transform) for s in speakers]
+    atomic_write_text(root / VOICES_FILE, voices_tsv_text(voice_rows))
+    base_voices = {s.name: s.base_voice for s in speakers}
     hours = sum(r["num_samples"] for r in ordered) / SAMPLE_RATE / 3600
     rendered_hours = rendered_samples / SAMPLE_RATE / 3600
     summary = SynthSummary(
@@ -408,8 +363,10 @@ def synthesize_corpus(
             "generator": "dinosr corpus synth",
             "voices": sorted({s.voice for s in speakers}),
             "speakers": {s.name: asdict(s) for s in speakers},
+            "base_voices": base_voices,
             "train_speakers": sorted({r["speaker"] for r in ordered} - set(valid_speakers)),
             "valid_speakers": sorted(valid_speakers),
+            **split_metadata(base_voices, valid_speakers),
             "num_utterances": len(ordered),
             "hours": round(hours, 4),
             "seed": seed,
