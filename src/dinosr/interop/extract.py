@@ -253,6 +253,7 @@ def run_extraction(
     chunk = settings.chunk_seconds
     long_samples = None if chunk is None else int((chunk + 2 * settings.context_seconds) * SAMPLE_RATE)
     sub = [entries[i] for i in todo]
+    min_samples = model.cfg.receptive_field
     bar = tqdm(total=len(sub), unit="utt", desc="extract", disable=not progress)
     lengths = [e.num_samples for e in sub]
     for batch in pack_by_length(lengths, int(batch_seconds * SAMPLE_RATE), alone_above=long_samples):
@@ -261,9 +262,14 @@ def run_extraction(
             e = sub[j]
             try:
                 expected = e.num_samples if e.num_samples > 0 else None
-                wavs.append(
-                    load_audio(e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected)
-                )
+                wav = load_audio(e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected)
+                if len(wav) < min_samples:  # would reach the conv layers as "kernel size > input size"
+                    raise AudioError(
+                        e.path,
+                        f"only {len(wav)} samples, shorter than one frame of the model "
+                        f"(receptive field {min_samples} samples at {SAMPLE_RATE} Hz)",
+                    )
+                wavs.append(wav)
                 batch_names.append(e.name)
             except AudioError as err:
                 if not skip_bad_files:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dinosr.errors import CheckpointError, UnsafeCheckpointError
+from dinosr.fileio import atomic_write, file_mode
 from dinosr.interop.convert import (
     ConversionError,
     detect_layout,
@@ -74,9 +76,11 @@ def save_pretrained(model: DinoSR, directory: str | os.PathLike) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, file_mode())  # the umask's permissions, like any file the user creates
     os.replace(tmp, directory / WEIGHTS_NAME)
     config = _configs_to_dict(model.cfg, model.masking_cfg)
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(directory / CONFIG_NAME, binary=False) as f:
+        f.write(json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -85,11 +89,21 @@ def load_pretrained(directory: str | os.PathLike, *, map_location: str | torch.d
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
-    if config.get("format") != "dinosr":
-        raise ValueError(f"{directory / CONFIG_NAME}: not a dinosr pretrained directory")
-    model_cfg, masking_cfg = configs_from_dict(config, source=str(directory / CONFIG_NAME))
-    state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not found ({directory} is not a complete pretrained directory)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_path}: unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(config, Mapping) or config.get("format") != "dinosr":
+        raise CheckpointError(f"{config_path}: not a dinosr pretrained directory")
+    model_cfg, masking_cfg = configs_from_dict(config, source=str(config_path))
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except Exception as err:  # safetensors raises its own error types for cut or garbage files
+        raise CheckpointError(f"{weights_path}: truncated or corrupt safetensors file ({err})") from None
     return state_to_model(state, model_cfg, masking_cfg)
 
 
@@ -214,6 +228,7 @@ def load_model(
     map_location: str | torch.device = "cpu",
     num_heads: int | None = None,
     head_placement: str = "final",
+    model_config: ModelConfig | None = None,
 ) -> DinoSR:
     """Load any supported checkpoint as a DinoSR in eval mode.
 
@@ -225,6 +240,12 @@ def load_model(
         num_heads: attention heads for imported checkpoints (not visible in weights; default
             ``embed_dim // 64``, or the fairseq cfg's value).
         head_placement: for spidr files: "final" (DinoSR) or "intermediate" (SpidR): same key sets.
+        model_config: the architecture of a bare state dict of ours (``torch.save(model.state_dict())``);
+            without it, it is inferred from the shapes or taken from the packaged preset that fits.
+
+    Raises:
+        CheckpointError: a missing, truncated or corrupt file (named), or a state dict that fits no model;
+            UnsafeCheckpointError (a CheckpointError) for a pickle that would run code.
     """
     path = Path(path)
     if path.is_dir() and not (path / WEIGHTS_NAME).exists() and (path / "checkpoints").is_dir():
@@ -233,15 +254,7 @@ def load_model(
         path = newest_run_checkpoint(path)
     if path.is_dir():
         return load_pretrained(path, map_location=map_location)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # weights_only refuses pickled classes: fairseq cfg objects, ...
-        log.info(
-            "%s is not a plain checkpoint (%s); reading it with the restricted unpickler",
-            path,
-            type(err).__name__,
-        )
-        checkpoint = safe_torch_load(path, map_location=map_location)
+    checkpoint = _read_checkpoint_file(path, map_location)
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
     state = checkpoint.get("model", checkpoint)
@@ -253,9 +266,67 @@ def load_model(
     if layout == "spidr":
         return _import_spidr(state, num_heads, head_placement)
     config = checkpoint.get("config")
-    if isinstance(config, Mapping) and "model" in config:
+    if model_config is not None:
+        model_cfg, masking_cfg = model_config, MaskingConfig()
+    elif isinstance(config, Mapping) and "model" in config:
         model_cfg, masking_cfg = configs_from_dict(config, source=str(path))
     else:
         log.warning("%s has no config: inferring the architecture from tensor shapes", path)
-        model_cfg, masking_cfg = infer_model_config(state, num_heads=num_heads), MaskingConfig()
+        model_cfg, masking_cfg = _bare_state_config(state, path, num_heads=num_heads), MaskingConfig()
     return state_to_model(state, model_cfg, masking_cfg)
+
+
+def _read_checkpoint_file(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load with weights_only, else the restricted unpickler; damage is a CheckpointError naming it."""
+    from dinosr.train.checkpoint import check_readable, describe_load_error
+
+    check_readable(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # weights_only refuses pickled classes: fairseq cfg objects, ...
+        log.info(
+            "%s is not a plain checkpoint (%s); reading it with the restricted unpickler",
+            path,
+            type(err).__name__,
+        )
+    try:
+        return safe_torch_load(path, map_location=map_location)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(f"{path}: {err}") from None
+    except Exception as err:  # a cut or garbage file makes torch/pickle raise almost anything
+        raise CheckpointError(f"{path}: {describe_load_error(err, path)}") from None
+
+
+def _fits(state: Mapping[str, Tensor], model_cfg: ModelConfig) -> bool:
+    """Whether a DinoSR built from ``model_cfg`` has exactly the keys and shapes of ``state``."""
+    try:
+        with torch.device("meta"):
+            expected = DinoSR(model_cfg).state_dict()
+    except ValueError:
+        return False
+    return set(expected) == set(state) and all(expected[k].shape == state[k].shape for k in state)
+
+
+def _bare_state_config(state: Mapping[str, Tensor], path: Path, *, num_heads: int | None) -> ModelConfig:
+    """The architecture of a bare state dict: inferred from the shapes, else a packaged preset that fits."""
+    from dinosr.config import load_config
+    from dinosr.configs import PRESETS, preset_path
+
+    reason = "the shapes fit no inferred architecture"
+    candidates = []
+    try:
+        candidates.append(infer_model_config(state, num_heads=num_heads))
+    except (ConversionError, ValueError) as err:  # e.g. the log-mel front end has no conv layers
+        reason = str(err)
+    # The recipes' options (log-mel front end, anchor, codebook upkeep) are not all visible in shapes.
+    candidates += [load_config(preset_path(name)).model for name in PRESETS]
+    for cfg in candidates:
+        if num_heads is not None:
+            cfg = replace(cfg, num_heads=num_heads)
+        if _fits(state, cfg):
+            return cfg
+    raise CheckpointError(
+        f"{path}: a bare state dict without its config, whose architecture neither follows from the tensor "
+        f"shapes ({reason}) nor matches a packaged preset ({', '.join(PRESETS)}); pass the model config: "
+        "load_model(path, model_config=ModelConfig(...)), or save the model with save_pretrained"
+    )
