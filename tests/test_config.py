@@ -70,6 +70,31 @@ def test_tiny_uses_the_tiny_architecture():
     assert cfg.model.ema_anneal_end_step < cfg.run.max_steps
 
 
+def test_tiny_model_config_is_the_recipe_without_its_small_batch_options():
+    """What tiny_model_config()'s docstring promises: only these recipe fields differ."""
+    from dataclasses import fields, replace
+
+    recipe, tiny = load_preset("tiny").model, tiny_model_config()
+    recipe_only = {
+        "frontend", "anchor_units", "anchor_weight", "anchor_frames", "codebook_init",
+        "codebook_restart_steps", "ema_decay", "ema_end_decay", "ema_anneal_end_step", "freeze_teacher_step",
+    }
+    assert {f.name for f in fields(tiny) if getattr(tiny, f.name) != getattr(recipe, f.name)} == recipe_only
+    assert replace(tiny, **{k: getattr(recipe, k) for k in recipe_only}) == recipe
+
+
+def test_removed_model_options_load_when_off_and_fail_clearly_when_on():
+    from dinosr.config import from_plain
+
+    old = {"embed_dim": 256, "num_heads": 4, "target_assignment": "nearest", "sinkhorn_iters": 3,
+           "sinkhorn_temperature": 0.05, "anchor_until_step": 0}
+    assert from_plain(ModelConfig, old, source="c.json:model") == ModelConfig(embed_dim=256, num_heads=4)
+    with pytest.raises(ConfigError, match=r"c.json:model.target_assignment = 'sinkhorn': this option was"):
+        from_plain(ModelConfig, {**old, "target_assignment": "sinkhorn"}, source="c.json:model")
+    with pytest.raises(ConfigError, match="anchor_until_step = 5"):
+        from_plain(ModelConfig, {**old, "anchor_until_step": 5}, source="config.json:model")
+
+
 def test_overrides_are_typed():
     cfg = load_preset(
         "tiny", ["optim.lr=3e-4", "run.max_steps=7", "data.manifest=/x/train.tsv", "run.tensorboard=true"]

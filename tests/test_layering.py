@@ -33,12 +33,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dinosr.configs": ("dinosr.config",),
     "dinosr.train": ("dinosr.model", "dinosr.data", "dinosr.config", "dinosr.configs"),
     "dinosr.inference": ("dinosr.model", "dinosr.data"),
-    # interop reads our training checkpoints (train.checkpoint) and configs; it never imports the trainer
+    # interop reads our training checkpoints (train.checkpoint), configs and presets; never the trainer
     "dinosr.interop": (
         "dinosr.model",
         "dinosr.data",
         "dinosr.inference",
         "dinosr.config",
+        "dinosr.configs",
         "dinosr.train.checkpoint",
     ),
     "dinosr.asr": ("dinosr.model", "dinosr.data", "dinosr.inference", "dinosr.interop"),

@@ -1,11 +1,15 @@
-"""Small-batch remedies (dinosr.model.remedies, docs/small_batch.md): mechanics, and off by default."""
+"""Small-batch remedies (dinosr.model.remedies, research/small_batch.md): mechanics, and off by default."""
+
+import multiprocessing as mp
+import os
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from dinosr.model import DinoSR, ModelConfig
 from dinosr.model.codebook import Codebooks, CodebookStats
-from dinosr.model.remedies import CodebookUpkeep, kmeans_pp, sample_frames, sinkhorn_assign
+from dinosr.model.remedies import CodebookUpkeep, kmeans_pp, sample_frames
 from model_utils import micro_model_config
 
 
@@ -26,7 +30,6 @@ def _wave(b: int = 2, seconds: float = 1.0) -> torch.Tensor:
 def test_official_defaults_are_off():
     cfg = ModelConfig()
     assert (cfg.codebook_init, cfg.codebook_restart_steps) == ("random", 0)
-    assert cfg.target_assignment == "nearest"
     model = _model()
     assert model.codebook_upkeep is None
     assert not any(k.startswith("codebook_upkeep") for k in model.state_dict())
@@ -40,7 +43,63 @@ def test_sample_frames_fixed_shape_with_replacement():
     for k in range(2):  # every sample is one of that codebook's targets
         d = torch.cdist(s[k], targets[k]).min(-1).values
         assert torch.all(d < 1e-6)
-    assert sample_frames(torch.randn(2, 0, 3), 8).shape == (2, 0, 3)
+    # no frames: the same shape (all_gather needs it on every rank), zero rows
+    assert torch.equal(sample_frames(torch.randn(2, 0, 3), 8), torch.zeros(2, 8, 3))
+
+
+def test_micro_batch_without_masked_frames_keeps_the_sample_shape_and_is_ignored():
+    model = _model(codebook_init="kmeans", codebook_restart_steps=1, codebook_sample_frames=16)
+    wav = _wave()
+    empty = model(wav, mask=torch.zeros(2, 49, dtype=torch.bool))
+    assert empty.num_masked == 0
+    assert empty.stats.samples.shape == (2, 16, 32)
+    assert not empty.stats.sample_valid.any()
+    full = model(wav)
+    both = empty.stats + full.stats
+    assert both.samples.shape == (2, 32, 32)
+    assert both.sample_valid.tolist() == [False] * 16 + [True] * 16
+    # the k-means init sees only the real targets: same codebook as from the full micro-batch alone
+    a = _model(codebook_init="kmeans", codebook_restart_steps=1, codebook_sample_frames=16)
+    b = _model(codebook_init="kmeans", codebook_restart_steps=1, codebook_sample_frames=16)
+    a.post_step(1, both)
+    b.post_step(1, full.stats)
+    assert torch.equal(a.codebooks.sums, b.codebooks.sums)
+    # a step of only empty micro-batches does nothing (no init from zero rows)
+    c = _model(codebook_init="kmeans", codebook_sample_frames=16)
+    sums = c.codebooks.sums.clone()
+    c.post_step(1, empty.stats)
+    assert torch.equal(c.codebooks.sums, sums)
+    assert not bool(c.codebook_upkeep.initialized)
+
+
+def _gather_worker(rank: int, path: str, queue) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", store=dist.FileStore(path, 2), rank=rank, world_size=2)
+    try:
+        num = 0 if rank == 0 else 3  # rank 0's micro-batch had no masked frames
+        targets = torch.full((1, num, 2), float(rank + 1))
+        valid = torch.full((4,), num > 0)
+        zeros = torch.zeros(1, 2)
+        stats = CodebookStats(torch.zeros(1, 2, 2), zeros, zeros.clone(), sample_frames(targets, 4), valid)
+        stats.all_reduce()
+        queue.put((rank, stats.samples.shape, stats.sample_valid.tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_gather_over_ranks_when_one_rank_has_no_masked_frames(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_gather_worker, args=(r, str(tmp_path / "store"), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for _, shape, valid in results:
+        assert tuple(shape) == (1, 8, 2)
+        assert valid == [False] * 4 + [True] * 4
 
 
 def test_stats_add_concatenates_samples():
@@ -59,32 +118,6 @@ def test_kmeans_pp_finds_separated_clusters():
     x = (centres[:, None] + 0.1 * torch.randn(4, 50, 2)).reshape(-1, 2)
     found = kmeans_pp(x, 4, generator=torch.Generator().manual_seed(0))
     assert torch.cdist(centres, found).min(-1).values.max() < 0.2
-
-
-def test_sinkhorn_balances_what_nearest_collapses():
-    torch.manual_seed(0)
-    centroids = torch.randn(1, 8, 4)
-    centroids[0, 0] = 0.0  # the codeword at the data mean wins every nearest assignment
-    targets = 0.1 * torch.randn(1, 64, 4)
-    cb = Codebooks(1, 8, 4)
-    cb.sums.copy_(centroids)
-    assert cb.assign(targets).unique().numel() == 1
-    codes = sinkhorn_assign(targets, centroids, iters=20, temperature=0.05)
-    counts = torch.bincount(codes[0], minlength=8)
-    assert (counts > 0).sum() >= 6
-    assert counts.max() <= 16
-
-
-def test_sinkhorn_only_in_training():
-    model = _model(target_assignment="sinkhorn")
-    with torch.no_grad():  # codeword 0 at the mean of the (instance-normalised) targets wins every frame
-        model.codebooks.sums[:, 0] = 0.0
-        model.codebooks.sums[:, 1:] *= 3.0
-    model.eval()  # evaluation: nearest codeword
-    assert model(_wave()).codes.unique().numel() == 1
-    model.train()  # training: balanced targets
-    for k in range(2):
-        assert model(_wave()).codes[k].unique().numel() >= 8
 
 
 def test_kmeans_init_replaces_random_codebook_once():
@@ -126,7 +159,6 @@ def test_remedies_train_end_to_end():
     model = _model(
         codebook_init="kmeans",
         codebook_restart_steps=2,
-        target_assignment="sinkhorn",
         codebook_sample_frames=32,
     )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -143,8 +175,8 @@ def test_remedies_train_end_to_end():
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="codebook_restart_steps"):
         _cfg(codebook_restart_steps=-1)
-    with pytest.raises(ValueError, match="sinkhorn_temperature"):
-        _cfg(sinkhorn_temperature=0.0)
+    with pytest.raises(ValueError, match="codebook_sample_frames"):
+        _cfg(codebook_sample_frames=0)
 
 
 def test_collapse_warnings_name_the_remedies():
@@ -158,4 +190,5 @@ def test_collapse_warnings_name_the_remedies():
     assert any("perplexity" in w and "1:4.5" in w for w in warnings)
     for w in warnings:
         assert "codebook_init" in w
+        assert "sinkhorn" not in w  # a removed option is never recommended
         assert "codebook_restart_steps" in w

@@ -123,10 +123,27 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {tp!r}")
 
 
+def _drop_removed_options(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Drop the options ``cls.REMOVED_OPTIONS`` lists when they hold a value meaning "off" (old run configs).
+
+    ``REMOVED_OPTIONS = {name: allowed values, or None for any}``; another value is a ConfigError.
+    """
+    removed = getattr(cls, "REMOVED_OPTIONS", {})
+    for key in sorted(set(data) & set(removed)):
+        allowed = removed[key]
+        if allowed is not None and data[key] not in allowed:
+            raise ConfigError(
+                f"{source}.{key} = {data[key]!r}: this option was removed (research/small_batch.md); "
+                f"only {list(allowed)} (its old default) is accepted from older configs"
+            )
+    return {k: v for k, v in data.items() if k not in removed}
+
+
 def from_plain(cls: type, data: dict[str, Any], *, source: str) -> Any:
     """Build dataclass ``cls`` from a dict, rejecting unknown keys and bad types."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = _drop_removed_options(cls, data, source)
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(

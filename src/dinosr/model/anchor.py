@@ -1,9 +1,10 @@
-"""Acoustic anchor targets: a small-batch option (docs/small_batch.md), not part of the official DinoSR.
+"""Acoustic anchor targets: a small-batch option (research/small_batch.md), not part of the official DinoSR.
 
-Diagnosis of the small-batch runs: once Sinkhorn targets stop the codebooks from collapsing, what limits the
-units is the representation itself. Bootstrapped from a random network, the teacher's targets carry little
-phonetic information at first, and in a few CPU minutes the student does not learn features that cluster as
-well as plain MFCCs (k-means on the trained teacher's features scores the same as its online codebooks).
+Diagnosis of the small-batch runs: once the codebooks no longer collapse (k-means init, restarts), what
+limits the units is the representation itself. Bootstrapped from a random network, the teacher's targets
+carry little phonetic information at first, and in a few CPU minutes the student does not learn features
+that cluster as well as plain MFCCs (k-means on the trained teacher's features scores the same as its online
+codebooks).
 
 The anchor gives the student a second masked-prediction task from the first step, HuBERT's first-iteration
 target: an extra linear head on the student's final layer predicts, for every masked frame, the k-means unit
@@ -17,7 +18,8 @@ Loss: the anchor cross-entropy is summed over its frames (the masked ones, or ev
 ``anchor_frames="all"``), multiplied by ``anchor_weight`` and added to the summed DinoSR cross-entropy (mean
 over codebooks) of the masked frames; the trainer divides the total by the number of masked frames. With
 ``"all"`` an anchor weight w therefore weighs the anchor about w / mask_fraction times as much as DinoSR
-(the tiny masking masks about 55 % of the frames). Off (absent from the model and its state dict) unless
+(the tiny recipe masks about 47 % of the frames of its 2 s crops; 1 - e^-0.8 = 55 % holds only for long
+utterances). Off (absent from the model and its state dict) unless
 ``ModelConfig.anchor_units > 0``.
 """
 

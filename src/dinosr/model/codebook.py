@@ -57,24 +57,38 @@ class CodebookStats:
     pred_prob_sum: (K, V) fp32, summed softmax of the prediction heads (for prediction perplexity).
     samples: (K, S, D) fp32 random teacher targets for the small-batch remedies (k-means init, dead-codeword
         restarts; ``dinosr.model.remedies``), or None (official recipe). Concatenated, not summed.
+    sample_valid: (S,) bool, False for the zero rows of a micro-batch without masked frames (the shape
+        must not depend on the data for ``all_gather``), or None (all valid).
     """
 
     sums: Tensor
     counts: Tensor
     pred_prob_sum: Tensor
     samples: Tensor | None = None
+    sample_valid: Tensor | None = None
+
+    def _valid(self) -> Tensor | None:
+        if self.samples is None:
+            return None
+        if self.sample_valid is None:
+            return torch.ones(self.samples.shape[1], dtype=torch.bool, device=self.samples.device)
+        return self.sample_valid
 
     def __add__(self, other: CodebookStats) -> CodebookStats:
-        samples = self.samples
-        if samples is None or other.samples is None:
-            samples = samples if other.samples is None else other.samples
-        else:
+        samples, valid = self.samples, self.sample_valid
+        if samples is None:
+            samples, valid = other.samples, other.sample_valid
+        elif other.samples is not None:
             samples = torch.cat([samples, other.samples], dim=1)
+            valid = None
+            if self.sample_valid is not None or other.sample_valid is not None:
+                valid = torch.cat([self._valid(), other._valid()])
         return CodebookStats(
             self.sums + other.sums,
             self.counts + other.counts,
             self.pred_prob_sum + other.pred_prob_sum,
             samples,
+            valid,
         )
 
     def all_reduce(self) -> CodebookStats:
@@ -87,9 +101,14 @@ class CodebookStats:
             self.counts.copy_(flat[n_sums : n_sums + n_counts].view_as(self.counts))
             self.pred_prob_sum.copy_(flat[n_sums + n_counts :].view_as(self.pred_prob_sum))
             if self.samples is not None:  # same S on every rank (a fixed number per micro-batch)
-                gathered = [torch.empty_like(self.samples) for _ in range(dist.get_world_size())]
+                world = dist.get_world_size()
+                gathered = [torch.empty_like(self.samples) for _ in range(world)]
                 dist.all_gather(gathered, self.samples.contiguous())
+                valid = self._valid().to(torch.uint8)  # every rank gathers it: some may have invalid rows
+                flags = [torch.empty_like(valid) for _ in range(world)]
+                dist.all_gather(flags, valid)
                 self.samples = torch.cat(gathered, dim=1)
+                self.sample_valid = torch.cat(flags).bool()
         return self
 
     def target_perplexity(self) -> Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dinosr.configcheck import check
 
@@ -56,20 +56,26 @@ class ModelConfig:
     ema_end_decay: float = 0.9999  # ema_end_decay
     ema_anneal_end_step: int = 30000  # ema_anneal_end_step
     freeze_teacher_step: int = 200001  # freeze_teacher_step (spidr: 200000)
-    # --- small-batch remedies (dinosr.model.remedies, docs/small_batch.md); defaults = official = off
+    # --- small-batch remedies (dinosr.model.remedies, research/small_batch.md); defaults = official = off
     codebook_init: Literal["random", "kmeans"] = "random"  # kmeans: k-means++ on the first step's targets
     codebook_restart_steps: int = 0  # >0: move codewords unused for this many steps onto recent targets
     codebook_sample_frames: int = 1024  # targets per micro-batch and codebook kept for init / restarts
-    target_assignment: Literal["nearest", "sinkhorn"] = "nearest"  # sinkhorn: balanced training targets
-    sinkhorn_iters: int = 3  # Sinkhorn-Knopp rounds of target_assignment="sinkhorn"
-    sinkhorn_temperature: float = 0.05  # of the per-dimension squared distances
     anchor_units: int = 0  # >0: acoustic anchor head predicting this many log-mel k-means units (anchor.py)
     anchor_weight: float = 1.0  # per anchor frame, against DinoSR's per-masked-frame loss (see anchor.py)
     anchor_frames: Literal["masked", "all"] = "masked"  # frames the anchor head is trained on
-    anchor_until_step: int = 0  # the anchor loss stops after this many updates; 0 = whole run
     anchor_mels: int = 40  # mel bands of the anchor features
     anchor_context: int = 1  # frames stacked on each side of the anchor features
     anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
+
+    # Removed options (research/small_batch.md: no shipped recipe used them and the ablations did not keep
+    # them). Configs of older runs still name them; they load when the value is the one that meant "off"
+    # (None: any value, the option had no effect on its own); anything else is a clear ConfigError.
+    REMOVED_OPTIONS: ClassVar[dict[str, tuple | None]] = {
+        "target_assignment": ("nearest",),
+        "sinkhorn_iters": None,
+        "sinkhorn_temperature": None,
+        "anchor_until_step": (0,),
+    }
 
     def __post_init__(self) -> None:
         check(len(self.conv_layers) > 0, "conv_layers must not be empty")
@@ -93,12 +99,9 @@ class ModelConfig:
         check(self.freeze_teacher_step >= 0, "freeze_teacher_step must be >= 0")
         check(self.codebook_restart_steps >= 0, "codebook_restart_steps must be >= 0")
         check(self.codebook_sample_frames >= 1, "codebook_sample_frames must be >= 1")
-        check(self.sinkhorn_iters >= 1, "sinkhorn_iters must be >= 1")
-        check(self.sinkhorn_temperature > 0, "sinkhorn_temperature must be > 0")
         check(self.anchor_units >= 0, "anchor_units must be >= 0 (0 = off)")
         check(self.anchor_units != 1, "anchor_units must be 0 (off) or >= 2")
         check(self.anchor_weight >= 0, "anchor_weight must be >= 0")
-        check(self.anchor_until_step >= 0, "anchor_until_step must be >= 0 (0 = whole run)")
         check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
         check(self.anchor_context >= 0, "anchor_context must be >= 0")
         check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
@@ -165,7 +168,13 @@ class MaskingConfig:
 
 
 def tiny_model_config() -> ModelConfig:
-    """A CPU-sized DinoSR for tests and demos (the 'tiny' preset)."""
+    """The tiny recipe's architecture (sizes of configs/tiny.toml) with the official objective: for tests.
+
+    Not the tiny *recipe*: that adds the log-mel front end, the acoustic anchor, the codebook remedies and a
+    short EMA schedule (tests/test_config.py pins the difference), so a tiny-recipe checkpoint does not load
+    into ``DinoSR(tiny_model_config())``. Load one with ``dinosr.load_model(path)``; build the recipe's model
+    with ``DinoSR(load_preset("tiny").model)`` (``dinosr.configs``).
+    """
     return ModelConfig(
         conv_layers=(
             (128, 10, 5),
@@ -184,5 +193,5 @@ def tiny_model_config() -> ModelConfig:
         pos_conv_groups=16,
         pos_conv_depth=5,
         num_codebook_layers=3,
-        codebook_size=64,  # the tiny recipe on a 40-phone, 46-min corpus (docs/small_batch.md section 7)
+        codebook_size=64,  # the tiny recipe on a 40-phone, 46-min corpus (research/small_batch.md section 7)
     )

@@ -30,7 +30,7 @@ from dinosr.model.encoder import (
 from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.masking import compute_span_mask
 from dinosr.model.norm import instance_norm_frames
-from dinosr.model.remedies import CodebookUpkeep, sample_frames, sinkhorn_assign
+from dinosr.model.remedies import CodebookUpkeep, sample_frames
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 
@@ -105,7 +105,7 @@ class DinoSR(nn.Module):
         k = cfg.num_codebook_layers
         self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for _ in range(k))
         self.codebooks = Codebooks(k, cfg.codebook_size, d)
-        # Small-batch remedies (docs/small_batch.md); absent in the official recipe (same state dict).
+        # Small-batch remedies (research/small_batch.md); absent in the official recipe (same state dict).
         self.codebook_upkeep = (
             CodebookUpkeep(
                 k,
@@ -173,11 +173,11 @@ class DinoSR(nn.Module):
         self.apply_freeze(step)
 
     def anchor_weight(self, step: int) -> float:
-        """Weight of the acoustic anchor loss in the update after ``step`` completed updates (0 = none)."""
-        c = self.cfg
-        if self.anchor is None or (c.anchor_until_step > 0 and step >= c.anchor_until_step):
-            return 0.0
-        return c.anchor_weight
+        """Weight of the acoustic anchor loss in the update after ``step`` completed updates (0 = none).
+
+        Constant over the run today; ``step`` keeps the trainer's call site schedule-ready.
+        """
+        return 0.0 if self.anchor is None else self.cfg.anchor_weight
 
     def param_groups(self) -> list[dict]:
         """Student parameters: the extractor group (frozen later) and everything else trainable."""
@@ -290,15 +290,7 @@ class DinoSR(nn.Module):
 
         # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
         targets = self._targets(features.detach(), padding_mask, mask)
-        if self.training and self.cfg.target_assignment == "sinkhorn" and targets.shape[1] > 0:
-            codes = sinkhorn_assign(
-                targets,
-                self.codebooks.centroids(),
-                iters=self.cfg.sinkhorn_iters,
-                temperature=self.cfg.sinkhorn_temperature,
-            )
-        else:
-            codes = self.codebooks.assign(targets)
+        codes = self.codebooks.assign(targets)
 
         x = self.dropout_input(features)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
@@ -314,15 +306,14 @@ class DinoSR(nn.Module):
         with torch.no_grad():
             sums, counts = self.codebooks.batch_stats(targets, codes)
             pred_prob_sum = logits.detach().softmax(-1).sum(1)
-            samples = (
-                sample_frames(targets, self.cfg.codebook_sample_frames)
-                if self.codebook_upkeep is not None
-                else None
-            )
+            samples = valid = None
+            if self.codebook_upkeep is not None:
+                samples = sample_frames(targets, self.cfg.codebook_sample_frames)
+                valid = torch.full((samples.shape[1],), m > 0, dtype=torch.bool, device=samples.device)
         return DinoSROutput(
             losses=losses.view(k, m).t(),
             num_masked=m,
-            stats=CodebookStats(sums, counts, pred_prob_sum, samples),
+            stats=CodebookStats(sums, counts, pred_prob_sum, samples, valid),
             mask=mask,
             padding_mask=padding_mask,
             codes=codes,
@@ -336,5 +327,9 @@ def dinosr_base(masking_cfg: MaskingConfig | None = None, **overrides) -> DinoSR
 
 
 def dinosr_tiny(masking_cfg: MaskingConfig | None = None, **overrides) -> DinoSR:
-    """The CPU-sized 'tiny' preset (see ``tiny_model_config``); ``overrides`` replace its fields."""
+    """A CPU-sized DinoSR with the tiny recipe's sizes but the official objective and CNN front end.
+
+    For tests and experiments, not the tiny recipe (see ``tiny_model_config``): a checkpoint of
+    configs/tiny.toml loads with ``dinosr.load_model``, not into this model. ``overrides`` replace fields.
+    """
     return DinoSR(replace(tiny_model_config(), **overrides), masking_cfg)

@@ -1,7 +1,7 @@
 """A fixed log-mel front end: an option for short CPU runs, not part of the official DinoSR.
 
 The official model learns its filterbank with a 7-block CNN on the raw waveform. On one CPU, learning that
-filterbank takes longer than a short run lasts (docs/small_batch.md): after 12 minutes the CNN output is a
+filterbank takes longer than a short run lasts (research/small_batch.md): after 12 minutes the CNN output is a
 worse phone representation than plain MFCCs. ``ModelConfig.frontend = "logmel"`` replaces the CNN by log
 mel energies on the same frame grid: 25 ms Hann windows every 20 ms, no centring, so an utterance of L
 samples gives ``1 + (L - 400) // 320`` frames, exactly the official CNN's count, and frame t covers the same

@@ -1,30 +1,28 @@
-"""Small-batch remedies for online-codebook collapse (issue 6, docs/small_batch.md).
+"""Small-batch remedies for online-codebook collapse (issue 6, research/small_batch.md).
 
 The official DinoSR recipe updates each codebook from ~3800 s of audio per optimizer step; at CPU scale
 (~16 s per step) the first EMA update already collapses the codebooks: the few codewords that were
 assigned move from their random initialisation onto the data (and towards its mean), so they are now
 nearer to *every* target than the never-assigned random codewords, win the next step's assignments too,
 and within two steps ~15 of 256 codewords take all frames. The options here attack that mechanism; all
-are off by default (``ModelConfig``), so the official recipe is unchanged:
+are off by default (``ModelConfig``), so the official recipe is unchanged; the tiny recipe uses both:
 
 * ``codebook_init="kmeans"``: the codebooks are replaced, at the first update, by k-means++ (+ a few Lloyd
   iterations) on that step's teacher targets, so every codeword starts on the data.
 * ``codebook_restart_steps``: a codeword not assigned for that many steps is moved onto a random recent
   teacher target (the classic dead-code restart of VQ training).
-* ``target_assignment="sinkhorn"``: during training, targets are balanced assignments (Sinkhorn-Knopp
-  equipartition over the batch's frames, SwAV-style) instead of the nearest codeword.
-
-Tried and removed (docs/small_batch.md): a codebook decay defined per frame of audio instead of per step
-(the codebook then barely moves and the teacher collapses completely) and a queue of recent targets in the
-Sinkhorn problem (stale targets let the batch collapse again).
+Tried and removed (research/small_batch.md): a codebook decay defined per frame of audio instead of per step
+(the codebook then barely moves and the teacher collapses completely), Sinkhorn-Knopp balanced training
+targets (``target_assignment="sinkhorn"``; with the queue of recent targets variant: stale targets let
+the batch collapse again), superseded by the k-means init + restarts and the acoustic anchor.
 
 Frames for the k-means init and the restarts travel in ``CodebookStats.samples`` (a fixed number per
-micro-batch, drawn with replacement, all-gathered over ranks), so every rank applies the same update.
+micro-batch, drawn with replacement, all-gathered over ranks), so every rank applies the same update. A
+micro-batch without masked frames sends the same number of zero rows marked invalid in
+``CodebookStats.sample_valid``: ``all_gather`` needs equal shapes on every rank.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -33,13 +31,16 @@ from dinosr.model.codebook import Codebooks, CodebookStats, nearest_codeword
 
 
 def sample_frames(targets: Tensor, num: int) -> Tensor:
-    """(K, M, D) -> (K, num, D): ``num`` frames per codebook drawn uniformly with replacement (global RNG).
+    """(K, M, D) -> (K, num, D) fp32: ``num`` frames per codebook drawn uniformly with replacement.
 
-    Drawing a fixed number (even from fewer frames) keeps the shape equal on every rank for all_gather.
+    Global torch RNG.
+
+    Drawing a fixed number (even from fewer frames) keeps the shape equal on every rank for all_gather;
+    without frames (M = 0) the rows are zeros and draw nothing (mark them invalid, see the module doc).
     """
     k, m, d = targets.shape
     if m == 0:
-        return targets.new_zeros(k, 0, d)
+        return targets.new_zeros(k, num, d, dtype=torch.float32)
     idx = torch.randint(m, (k, num), device=targets.device)
     return torch.gather(targets.float(), 1, idx[..., None].expand(-1, -1, d))
 
@@ -74,28 +75,6 @@ def kmeans_pp(x: Tensor, k: int, *, iters: int = 10, generator: torch.Generator 
     return centres
 
 
-@torch.no_grad()
-def sinkhorn_assign(
-    targets: Tensor, centroids: Tensor, *, iters: int = 3, temperature: float = 0.05
-) -> Tensor:
-    """Balanced codeword assignment (K, M, D) x (K, V, D) -> (K, M) int64.
-
-    Scores are negative squared distances per dimension divided by ``temperature``; ``iters`` rounds of
-    Sinkhorn-Knopp (log domain) push the transport plan towards uniform marginals over the V codewords and
-    the M frames, then each frame takes its highest-mass codeword. Forces the batch to use many codewords.
-    """
-    with torch.autocast(device_type=targets.device.type, enabled=False):
-        z, e = targets.float(), centroids.float()
-        dist = torch.cdist(z, e).square() / z.shape[-1]  # (K, M, V), ~1 per dimension
-        log_q = -dist / temperature
-        m, v = log_q.shape[1], log_q.shape[2]
-        for _ in range(iters):
-            # codeword marginals -> 1/V, then frame marginals -> 1/M
-            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(v)
-            log_q = log_q - torch.logsumexp(log_q, dim=2, keepdim=True) - math.log(m)
-        return log_q.argmax(-1)
-
-
 class CodebookUpkeep(nn.Module):
     """State and logic of the data-driven codebook init and dead-codeword restarts.
 
@@ -122,6 +101,8 @@ class CodebookUpkeep(nn.Module):
         """
         gen = torch.Generator().manual_seed(1_000_003 * step + 17)
         samples = stats.samples
+        if samples is not None and stats.sample_valid is not None:
+            samples = samples[:, stats.sample_valid]  # drop the rows of micro-batches without masked frames
         if not bool(self.initialized):
             if samples is None or samples.shape[1] == 0:
                 return

@@ -1,9 +1,9 @@
 """Small-batch ablation of DinoSR (issue 6): train the tiny preset for a fixed wall time, then score the
 teacher's codebook units on held-out speakers.
 
-    python scripts/ablate_small_batch.py run NAME --corpus /tmp/demo_corpus --minutes 5 --set model.x=y ...
-    python scripts/ablate_small_batch.py mfcc --corpus /tmp/demo_corpus      # MFCC + k-means baseline
-    python scripts/ablate_small_batch.py table runs/ablate                   # markdown rows of all results
+    python research/ablate_small_batch.py run NAME --corpus /tmp/demo_corpus --minutes 5 --set model.x=y ...
+    python research/ablate_small_batch.py mfcc --corpus /tmp/demo_corpus      # MFCC + k-means baseline
+    python research/ablate_small_batch.py table runs/ablate                   # markdown rows of all results
 
 A run writes ``runs/ablate/NAME/result.json`` (final numbers) and ``metrics.jsonl`` (the trainer's log, with
 per-step loss, target perplexity and active codewords when ``--log-every 1``) plus ``evals.jsonl`` (held-out
@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for f in out.glob("*.jsonl"):
             f.unlink()
     trainer = Trainer(cfg)
-    trainer.prepare_anchor()  # the acoustic anchor's k-means (model.anchor_units > 0), before step 0
+    trainer.task.prepare(trainer.model, trainer.loader)  # anchor k-means (anchor_units > 0), before step 0
     model = trainer.model
     wavs, labels, inventory = load_split(corpus, "valid", args.valid_every)
     evals = (out / "evals.jsonl").open("a", buffering=1)
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         batches = [trainer._next_batch() for _ in range(cfg.run.grad_accum)]
         result = trainer.train_step(batches)
-        trainer.meter.add(result)
+        trainer._add_to_window(result)
         if result["updated"]:
             audio += result["audio_samples"]
             if trainer.step % cfg.run.log_every == 0:
@@ -173,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if (args.eval_every > 0 and train_s >= next_eval) or due_steps:
             do_eval(train_s)
             next_eval += args.eval_every if args.eval_every > 0 else 0
-    if trainer.meter.steps:
+    if trainer._window_steps:
         last = trainer.log()
     final = do_eval(train_s)
     # Final loss over the last 10% of steps from the trainer's log (the last window alone is noisy).
