@@ -44,6 +44,7 @@ __all__ = [
     "deduplicate",
     "extract_features",
     "hidden_states",
+    "map_frames",
     "pad_waveforms",
     "standardize",
     "units",
@@ -142,7 +143,7 @@ def _windows(
 Picker = Callable[["EncoderOutput"], dict[int, Tensor]]
 
 
-def _map_frames(
+def map_frames(
     model: DinoSR,
     waveforms: Tensor,
     lengths: Tensor,
@@ -153,6 +154,9 @@ def _map_frames(
     context_seconds: float,
 ) -> tuple[dict[int, Tensor], Tensor]:
     """Run ``pick(encode(wav, lengths))`` over a padded batch, chunking long rows.
+
+    ``model`` needs only ``frame_lengths`` and ``cfg`` (hop, receptive field): a DinoSR or a DinoSRForCTC
+    (``dinosr transcribe`` maps CTC logits through it).
 
     Returns {key: (B, T_max, ...)} on the model's device with zero padding, and (B,) frame lengths.
     """
@@ -250,7 +254,7 @@ def hidden_states(
             raise RuntimeError(f"layers {missing} were skipped by LayerDrop (call model.eval())")
         return {lay: enc.ffn[lay - 1] for lay in layers}
 
-    return _map_frames(
+    return map_frames(
         model,
         waveforms,
         lengths.cpu(),

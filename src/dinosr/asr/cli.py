@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def _wer(args: argparse.Namespace) -> int:
@@ -11,6 +14,46 @@ def _wer(args: argparse.Namespace) -> int:
 
     rates = score_files(args.ref, args.hyp, allow_missing=args.allow_missing)
     print(json.dumps(rates.to_dict(), indent=2) if args.json else rates.summary())
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from dinosr.asr.transcribe import entries_from_inputs, run_transcription
+    from dinosr.interop.ctc_pretrained import load_ctc_model
+
+    entries = entries_from_inputs(args.input)
+    model, dictionary = load_ctc_model(args.model, map_location=args.device)
+    decoder = None
+    if args.lm is not None:
+        from dinosr.asr.lm import BeamSearchDecoder, BeamSettings
+
+        settings = BeamSettings(
+            beam_size=args.beam_size,
+            beam_threshold=args.beam_threshold,
+            lm_weight=args.lm_weight,
+            word_score=args.word_score,
+        )
+        decoder = BeamSearchDecoder(dictionary, args.lm, args.lexicon, settings)
+    elif args.lexicon is not None:
+        raise SystemExit("dinosr transcribe: error: --lexicon needs --lm")
+    summary = run_transcription(
+        model,
+        dictionary,
+        entries,
+        args.out,
+        decoder=decoder,
+        batch_seconds=args.batch_seconds,
+        chunk_seconds=None if args.chunk_seconds <= 0 else args.chunk_seconds,
+        context_seconds=args.context_seconds,
+        skip_bad_files=args.skip_bad_files,
+        progress=not args.no_progress,
+    )
+    log.info(
+        "transcribed %d utterance(s), %.1f s of audio in %.1f s: real-time factor %.4f "
+        "(%d already done, %d bad)%s",
+        summary.done, summary.audio_seconds, summary.elapsed_seconds, summary.real_time_factor,
+        summary.skipped, len(summary.bad), f" -> {args.out}" if args.out else "",
+    )  # fmt: skip
     return 0
 
 
@@ -29,3 +72,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the rates and counts as JSON")
     p.set_defaults(func=_wer)
+
+    p = subparsers.add_parser(
+        "transcribe",
+        help="transcribe audio with a fine-tuned CTC model (greedy, or beam search with a word LM)",
+        description="One transcript per utterance: utt<TAB>text (or .jsonl with text and seconds). "
+        "Resumable: utterances already in --out are skipped. Prints the real-time factor.",
+    )
+    p.add_argument(
+        "model", metavar="MODEL", help="fine-tuned model directory, fine-tuning run directory or checkpoint"
+    )
+    p.add_argument(
+        "input", metavar="AUDIO_OR_MANIFEST", nargs="+",
+        help="audio file(s), or one directory of audio, or one .tsv/.csv/.jsonl manifest",
+    )  # fmt: skip
+    p.add_argument("--out", default=None, help="output .tsv or .jsonl (default: TSV on stdout)")
+    p.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio per batch")
+    p.add_argument("--chunk-seconds", type=float, default=20.0, help="chunk long files (<= 0: never)")
+    p.add_argument("--context-seconds", type=float, default=2.0, help="context either side of a chunk")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-bad-files", action="store_true", help="report unreadable audio and continue")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    lm = p.add_argument_group("beam search with a word n-gram LM (needs dinosr[lm]: flashlight-text)")
+    lm.add_argument("--lm", default=None, help="KenLM ARPA or binary file; without it: greedy decoding")
+    lm.add_argument(
+        "--lexicon", default=None, help="WORD W O R D | lines (default: the ARPA file's unigrams)"
+    )
+    lm.add_argument("--beam-size", type=int, default=50)
+    lm.add_argument("--beam-threshold", type=float, default=50.0)
+    lm.add_argument("--lm-weight", type=float, default=2.0)
+    lm.add_argument("--word-score", type=float, default=0.0, help="score added per word")
+    p.set_defaults(func=_transcribe)
