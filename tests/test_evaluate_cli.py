@@ -53,14 +53,14 @@ def _render(
     return np.concatenate(chunks).astype(np.float32), segs
 
 
-def make_aligned_corpus(root: Path, *, utts_per_speaker: int = 3) -> Path:
+def make_aligned_corpus(root: Path, *, utts_per_speaker: int = 3, prefix: str = "spk") -> Path:
     """Corpus in the DESIGN.md layout: 2 training and 2 held-out speakers, exact alignments."""
     rng = np.random.default_rng(0)
     speakers = {
-        "spka": ("train", 1.0),
-        "spkb": ("train", 1.1),
-        "spkc": ("valid", 0.95),
-        "spkd": ("valid", 1.05),
+        f"{prefix}a": ("train", 1.0),
+        f"{prefix}b": ("train", 1.1),
+        f"{prefix}c": ("valid", 0.95),
+        f"{prefix}d": ("valid", 1.05),
     }
     rows = {"train": [], "valid": []}
     align = ["utt\tstart\tend\tphone"]
@@ -321,6 +321,11 @@ def test_demo_smoke_and_resume(tmp_path, capsys):
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
+    heldout = json.loads((tmp_path / "eval" / "metrics.json").read_text())["data"]["heldout"]
+    assert heldout["train_voices"]  # the training speakers were known and checked
+    from dinosr.evaluate.summary import heldout_lines
+
+    assert heldout_lines(heldout)[0] in printed  # the table says what the held-out set is
     assert "DinoSR codebook units" in printed
     assert "MFCC k-means units" in printed
     assert "probe acc %" in printed
@@ -333,3 +338,121 @@ def test_demo_smoke_and_resume(tmp_path, capsys):
     mtime = ckpts[0].stat().st_mtime_ns
     assert main(args) == 0  # resumes: training is already done, evaluation is recomputed
     assert ckpts[0].stat().st_mtime_ns == mtime
+
+
+# ------------------------------------------------------------------ held-out sets that cannot flatter us
+QUICK = ["--no-abx", "--no-baselines", "--probe-epochs", "1", "--unit-layers", "2", "--layers", "1"]
+
+
+def test_training_set_with_its_own_alignments(setup, tmp_path, capsys):
+    """An evaluation corpus with a training set from another corpus, each with its own alignment file."""
+    _, corpus, run = setup
+    other = make_aligned_corpus(tmp_path / "other", utts_per_speaker=2, prefix="trn")
+    args = ["evaluate", str(run), "--corpus", str(corpus), "--train-manifest", str(other / "train.tsv")]
+    # The evaluation corpus's alignments do not cover the other corpus: a one-line error, no traceback.
+    assert main([*args, "--out", str(tmp_path / "bad"), *QUICK]) == 2
+    assert "--train-alignments" in capsys.readouterr().err
+    out = tmp_path / "ok"
+    extra = [
+        "--train-alignments",
+        str(other / "alignments.tsv"),
+        "--train-speakers",
+        str(other / "speakers.tsv"),
+    ]
+    assert main([*args, *extra, "--out", str(out), *QUICK]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["speakers"] == ["spkc", "spkd"]
+    assert metrics["data"]["train_speakers"] == ["trna", "trnb"]
+    assert 0.0 <= metrics["layers"]["1"]["probe_accuracy"] <= 100.0
+    # --train-corpus takes the other corpus's train split with its own alignments and speakers
+    out2 = tmp_path / "ok2"
+    cmd = ["evaluate", str(run), "--corpus", str(corpus), "--train-corpus", str(other), "--out", str(out2)]
+    assert main([*cmd, *QUICK]) == 0
+    again = json.loads((out2 / "metrics.json").read_text())
+    assert again["layers"]["1"]["probe_accuracy"] == metrics["layers"]["1"]["probe_accuracy"]
+
+
+def test_heldout_voice_shared_with_training_is_flagged(setup, tmp_path, capsys):
+    import shutil
+
+    _, corpus, run = setup
+    root = shutil.copytree(corpus, tmp_path / "corpus")
+    out = tmp_path / "plain"
+    assert main(["evaluate", str(run), "--corpus", str(root), "--out", str(out), *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "Held-out speakers spkc, spkd (unseen in training; no voice metadata" in printed
+    assert "WARNING" not in printed
+    # spkc is a pseudo-speaker of spka's voice; spkd is its own voice "v2"
+    (root / "voices.tsv").write_text(
+        "speaker\tbase_voice\ttransform\n"
+        "spka\tv1\tnone\nspkb\tv3\tnone\nspkc\tv1\tresample f0=1.1\nspkd\tv2\tnone\n"
+    )
+    out = tmp_path / "shared"
+    assert main(["evaluate", str(run), "--corpus", str(root), "--out", str(out), *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "Held-out voice v2 (unseen in training): speakers spkd" in printed
+    assert "WARNING: evaluation speakers spkc share the base voice v1 with training speakers spka" in printed
+    heldout = json.loads((out / "metrics.json").read_text())["data"]["heldout"]
+    assert heldout["shared_voices"] == {"v1": {"eval": ["spkc"], "train": ["spka"]}}
+    assert heldout["eval_voices"] == {"v1": ["spkc"], "v2": ["spkd"]}
+    assert "WARNING: evaluation speakers spkc share" in (out / "report.html").read_text()
+
+
+def test_heldout_lines():
+    from dinosr.evaluate.corpus import heldout_split
+    from dinosr.evaluate.summary import heldout_lines
+
+    voices = {"kala": "kal", "kalc": "kal", "slta": "slt", "sltb": "slt"}
+    assert heldout_lines(heldout_split(["slta", "sltb"], ["kala"], voices)) == [
+        "Held-out voice slt (unseen in training): speakers slta, sltb"
+    ]
+    lines = heldout_lines(heldout_split(["kalc", "slta"], ["kala", "slta"], voices))
+    assert lines[0].startswith("WARNING: evaluation speakers slta are also training speakers")
+    assert lines[1].startswith("WARNING: evaluation speakers kalc share the base voice kal")
+    assert len(lines) == 2
+    assert heldout_lines(heldout_split(["a"], None, {})) == [
+        "Evaluation speakers a (training speakers unknown: unseen voices not checked)"
+    ]
+
+
+def test_skip_bad_files(setup, tmp_path, capsys):
+    import shutil
+
+    _, corpus, run = setup
+    root = shutil.copytree(corpus, tmp_path / "corpus")
+    bad = root / "audio" / "spkc" / "spkc-001.wav"
+    bad.write_bytes(bad.read_bytes()[:60])  # a header without its samples
+    args = ["evaluate", str(run), "--corpus", str(root), *QUICK]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "spkc-001.wav" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert main([*args, "--out", str(out), "--skip-bad-files"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["skipped_files"] == {"eval": ["spkc-001"], "train": []}
+    assert metrics["data"]["num_utterances"] == 5
+
+
+def test_abx_only_no_cells_becomes_null(setup):
+    """One evaluation speaker: ABX across is null (recorded why); a wrong input still raises."""
+    from dinosr.evaluate.corpus import EvalCorpus
+    from dinosr.evaluate.evaluate import AbxScorer, EvalSettings, _Timer
+
+    _, corpus, _ = setup
+    full = load_eval_corpus(corpus / "valid.tsv", corpus / "alignments.tsv", corpus / "speakers.tsv")
+    keep = [i for i, n in enumerate(full.names) if full.speakers[n] == "spkc"]
+    one = EvalCorpus(
+        [full.names[i] for i in keep],
+        [full.wavs[i] for i in keep],
+        full.segments,
+        [full.labels[i] for i in keep],
+        full.speakers,
+    )
+    scorer = AbxScorer(one, EvalSettings(), _Timer())
+    feats = [np.random.default_rng(0).standard_normal((len(y), 4)) for y in one.labels]
+    res = scorer(feats, "angular")
+    assert 0.0 <= res["abx_within"] <= 100.0
+    assert res["abx_across"] != res["abx_across"]  # NaN -> null in metrics.json
+    assert "across" in scorer.null_reasons
+    assert "within" not in scorer.null_reasons
+    with pytest.raises(ValueError, match="unit distance"):
+        scorer(feats, "unit")  # float features scored as units: a bug to see, not a null

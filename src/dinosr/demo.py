@@ -1,4 +1,8 @@
-"""`dinosr demo`: corpus -> tiny pretraining with the CPU recipe -> evaluation on held-out speakers -> report.
+"""`dinosr demo`: corpus -> tiny pretraining with the CPU recipe -> evaluation on a held-out set -> report.
+
+The held-out set is the corpus's ``valid.tsv``: for the generated demo corpus a whole voice (all its
+speakers) that training never heard; the printed table says which, and warns when an evaluation
+speaker is only a pseudo-speaker of a training voice (corpus ``voices.tsv`` / ``corpus.json``).
 
 Everything lives under one work directory (default ``./dinosr-demo``)::
 
@@ -172,9 +176,8 @@ def run_demo(
     jobs: int = 2,
 ) -> dict[str, Any]:
     """The whole demo; returns the evaluation metrics (with ``report``) and prints the summary table."""
-    from dinosr.evaluate.corpus import corpus_files, load_eval_corpus
-    from dinosr.evaluate.runner import open_source, run_evaluation
-    from dinosr.evaluate.summary import format_summary
+    from dinosr.evaluate.runner import load_inputs, open_source, resolve_inputs, run_evaluation
+    from dinosr.evaluate.summary import format_summary, heldout_lines
     from dinosr.train.cli import pretrain
 
     started = time.monotonic()
@@ -204,23 +207,13 @@ def run_demo(
         )
 
     t = time.monotonic()
-    print("[3/3] evaluating on the held-out speakers (valid.tsv)", flush=True)
+    print("[3/3] evaluating on the held-out set (valid.tsv)", flush=True)
     settings = demo_eval_settings(eval_seconds)
     source, ckpt, train_log = open_source(cfg.run.workdir, batch_seconds=settings.batch_seconds)
     settings.kmeans_layer = source.codebook_layers[0]
-    manifest, alignments, speakers = corpus_files(corpus_dir, "valid")
-    train_manifest, _, _ = corpus_files(corpus_dir, "train")
-    eval_cap = eval_seconds or DEFAULT_EVAL_SECONDS
-    eval_set = load_eval_corpus(
-        manifest, alignments, speakers, max_seconds=eval_cap, seed=settings.seed, desc="eval audio"
-    )
-    train_set = load_eval_corpus(
-        train_manifest,
-        alignments,
-        speakers,
-        max_seconds=settings.train_max_seconds,
-        seed=settings.seed,
-        desc="train audio",
+    inputs = resolve_inputs(corpus=corpus_dir, split="valid", train_split="train")
+    eval_set, train_set, heldout = load_inputs(
+        inputs, settings, max_seconds=eval_seconds or DEFAULT_EVAL_SECONDS
     )
     metrics = run_evaluation(
         source,
@@ -231,16 +224,19 @@ def run_demo(
         train_log=train_log,
         title=f"dinosr demo: tiny DinoSR, step {steps}",
         extra={"model_path": str(ckpt), "corpus": str(corpus_dir), "train_steps": steps},
+        heldout=heldout,
     )
     times["evaluate"] = time.monotonic() - t
     total = time.monotonic() - started
 
     print()
+    for line in heldout_lines(heldout):
+        print(line)
+    data = metrics["data"]
     print(
-        f"Held-out speakers {', '.join(metrics['data']['speakers'])}: "
-        f"{metrics['data']['num_utterances']} utterances, {metrics['data']['seconds'] / 60:.1f} min "
+        f"Evaluated {data['num_utterances']} utterances, {data['seconds'] / 60:.1f} min "
         f"(MFCC k-means: {metrics['settings'].get('baseline_units') or source.codebook_size} units fit on "
-        f"{metrics['data']['train_seconds'] / 60:.1f} min of training speech)"
+        f"{data['train_seconds'] / 60:.1f} min of training speech)"
     )
     print(format_summary(metrics["summary"]))
     print()

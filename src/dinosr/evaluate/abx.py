@@ -143,7 +143,7 @@ class ItemFile:
                 (speaker = the utterance id up to its first ``-``, the LibriSpeech convention).
         """
         from dinosr.data.alignments import read_alignments
-        from dinosr.evaluate.corpus import read_speakers
+        from dinosr.data.speakers import read_speakers
 
         if isinstance(speakers, str | Path):
             speakers = read_speakers(speakers)

@@ -36,7 +36,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--manifest", type=Path, help="evaluation manifest (instead of --corpus)")
     ev.add_argument("--alignments", type=Path, help="phone alignments (segment TSV, TextGrid dir, ...)")
     ev.add_argument("--speakers", type=Path, help="utt<TAB>speaker TSV (default: utterance id up to '-')")
+    ev.add_argument(
+        "--train-corpus", type=Path, help="corpus directory of the training set (default: --corpus)"
+    )
     ev.add_argument("--train-manifest", type=Path, help="training-speaker manifest for probe / k-means fits")
+    ev.add_argument(
+        "--train-alignments",
+        type=Path,
+        help="phone alignments of the training set (default: the training corpus's, else --alignments)",
+    )
+    ev.add_argument("--train-speakers", type=Path, help="utt<TAB>speaker TSV of the training set")
+    ev.add_argument(
+        "--voices",
+        type=Path,
+        help="speaker base voices (voices.tsv or corpus.json; default: found next to each manifest)",
+    )
+    ev.add_argument(
+        "--skip-bad-files", action="store_true", help="log, count and skip unreadable audio files"
+    )
     ev.add_argument(
         "--out", type=Path, default=Path("dinosr-eval"), help="output directory (default dinosr-eval)"
     )
@@ -66,21 +83,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from dinosr.evaluate.corpus import corpus_files, load_eval_corpus
     from dinosr.evaluate.evaluate import EvalSettings
-    from dinosr.evaluate.runner import open_source, run_evaluation
-    from dinosr.evaluate.summary import format_summary
+    from dinosr.evaluate.runner import load_inputs, open_source, resolve_inputs, run_evaluation
+    from dinosr.evaluate.summary import format_summary, heldout_lines
 
-    if args.corpus is not None:
-        manifest, alignments, speakers = corpus_files(args.corpus, args.split)
-        train_manifest = corpus_files(args.corpus, args.train_split)[0] if args.train_split else None
-    else:
-        if args.manifest is None or args.alignments is None:
-            log.error("give --corpus DIR, or --manifest and --alignments")
-            return 2
-        manifest, alignments, speakers, train_manifest = args.manifest, args.alignments, None, None
-    speakers = args.speakers or speakers
-    train_manifest = args.train_manifest or train_manifest
+    if args.corpus is None and (args.manifest is None or args.alignments is None):
+        log.error("give --corpus DIR, or --manifest and --alignments")
+        return 2
+    inputs = resolve_inputs(
+        corpus=args.corpus,
+        split=args.split,
+        manifest=args.manifest,
+        alignments=args.alignments,
+        speakers=args.speakers,
+        train_corpus=args.train_corpus,
+        train_split=args.train_split,
+        train_manifest=args.train_manifest,
+        train_alignments=args.train_alignments,
+        train_speakers=args.train_speakers,
+        voices=args.voices,
+    )
     settings = EvalSettings(
         layers=args.layers,
         unit_layers=args.unit_layers,
@@ -109,27 +131,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     train_log = args.train_log or found_log
-    extra = {"corpus": str(args.corpus or manifest), "model_path": str(model_path)}
-    corpus = load_eval_corpus(
-        manifest, alignments, speakers, max_seconds=args.max_seconds, seed=args.seed, desc="eval audio"
+    extra = {"corpus": str(args.corpus or inputs.eval.manifest), "model_path": str(model_path)}
+    corpus, train, heldout = load_inputs(
+        inputs, settings, max_seconds=args.max_seconds, skip_bad_files=args.skip_bad_files
     )
-    train = None
-    if train_manifest is not None and (
-        settings.probe or settings.baselines or settings.kmeans_layer is not None
-    ):
-        train = load_eval_corpus(
-            train_manifest,
-            alignments,
-            speakers,
-            max_seconds=settings.train_max_seconds,
-            seed=args.seed,
-            desc="train audio",
-        )
-        overlap = set(train.speakers.values()) & set(corpus.speakers.values())
-        if overlap:
-            log.warning(
-                "training and evaluation share speakers %s: probe numbers are optimistic", sorted(overlap)
-            )
     metrics = run_evaluation(
         source,
         corpus,
@@ -139,7 +144,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         train_log=train_log,
         title=f"DinoSR evaluation: {path.name}",
         extra=extra,
+        heldout=heldout,
     )
+    for line in heldout_lines(heldout):
+        print(line)
     print(format_summary(metrics["summary"]))
     print(f"\nreport:  {Path(metrics['report']).resolve()}\nmetrics: {(args.out / 'metrics.json').resolve()}")
     return 0

@@ -2,20 +2,25 @@
 
 `load_eval_corpus` reads a manifest and its alignments into an `EvalCorpus`; `corpus_files` finds the
 files of a corpus directory in the layout of docs/DESIGN.md; `pick_balanced` draws the seeded,
-speaker-balanced subsets that the audio caps (``--max-seconds`` ...) use.
+speaker-balanced subsets that the audio caps (``--max-seconds`` ...) use; `heldout_split` says what
+the evaluation set is relative to the training set: which base voices it holds, and whether any of
+them (or any speaker) was heard in training.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dinosr.data.alignments import FRAME_STEP, PHONES_39, SILENCE
+from dinosr.data.speakers import read_speakers  # the one speaker-file reader
+from dinosr.errors import LabelError
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +31,9 @@ __all__ = [
     "SILENCE",
     "EvalCorpus",
     "corpus_files",
+    "heldout_split",
     "load_eval_corpus",
     "pick_balanced",
-    "read_speakers",
 ]
 
 SAMPLE_RATE = 16000
@@ -44,6 +49,7 @@ class EvalCorpus:
     segments: dict[str, list[tuple[float, float, str]]]
     labels: list[np.ndarray]  # per utterance, (T,) ids into PHONE_INVENTORY at 20 ms
     speakers: dict[str, str]
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (skip_bad_files)
 
     @property
     def seconds(self) -> float:
@@ -58,28 +64,10 @@ def corpus_files(root: str | Path, split: str) -> tuple[Path, Path, Path | None]
     speakers = root / "speakers.tsv"
     for p in (manifest, alignments):
         if not p.exists():
-            raise FileNotFoundError(f"{p} not found: is {root} a corpus directory (dinosr corpus synth)?")
+            raise FileNotFoundError(
+                errno.ENOENT, f"not found: is {root} a corpus directory (dinosr corpus synth)?", str(p)
+            )
     return manifest, alignments, speakers if speakers.exists() else None
-
-
-# TODO(MODEL): replace with the single speaker-file reader MODEL is adding under dinosr/data/.
-def read_speakers(path: str | Path | None) -> dict[str, str]:
-    """``utt<TAB>speaker[<TAB>...]`` lines -> {utt: speaker}; None -> {}.
-
-    Blank lines, ``#`` comments and a first-line ``utt`` header are skipped; extra columns are allowed
-    (e.g. a base voice); a line without a tab raises ``ValueError`` naming the file and line.
-    """
-    if path is None:
-        return {}
-    out = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.rstrip("\r").split("\t")
-        if not line.strip() or line.startswith("#") or (lineno == 1 and parts[0] in ("utt", "utt_id")):
-            continue
-        if len(parts) < 2 or not parts[0] or not parts[1]:
-            raise ValueError(f"{path}:{lineno}: expected utt<TAB>speaker, got {line!r}")
-        out[parts[0]] = parts[1]
-    return out
 
 
 def speaker_of(name: str, speakers: Mapping[str, str]) -> str:
@@ -128,6 +116,7 @@ def load_eval_corpus(
     max_seconds: float | None = None,
     seed: int = 0,
     desc: str = "audio",
+    skip_bad_files: bool = False,
 ) -> EvalCorpus:
     """Read a manifest's audio and its alignments (utterances without an alignment are skipped).
 
@@ -137,11 +126,13 @@ def load_eval_corpus(
             TextGrid directory, ...); frame-level formats are read at 20 ms.
         speakers: ``utt<TAB>speaker`` TSV; None: the utterance id up to its first ``-``.
         max_seconds: keep a speaker-balanced random subset of at most this much audio.
+        skip_bad_files: log and leave out unreadable audio (counted in ``EvalCorpus.skipped``);
+            otherwise the `AudioError` naming the file propagates.
     """
     from tqdm.auto import tqdm
 
     from dinosr.data.alignments import Segment, frames_from_segments, normalize_phone, read_alignments
-    from dinosr.data.audio import load_audio
+    from dinosr.data.audio import AudioError, load_audio
     from dinosr.data.manifest import read_manifest
 
     entries = read_manifest(manifest)
@@ -157,16 +148,27 @@ def load_eval_corpus(
         )
     entries = [e for e in entries if e.name in aligned]
     if not entries:
-        raise ValueError(f"no utterance of {manifest} has an alignment in {alignments}")
+        raise LabelError(
+            f"{manifest}: no utterance has an alignment in {alignments} "
+            "(training and evaluation sets with different alignment files: --train-alignments)"
+        )
     rate = {e.name: (e.sample_rate or SAMPLE_RATE) for e in entries}
     keep = pick_balanced(
         [e.name for e in entries], [e.num_samples / rate[e.name] for e in entries], spk, max_seconds, seed
     )
     entries = [entries[i] for i in keep]
     index = {p: i for i, p in enumerate(PHONE_INVENTORY)}
-    names, wavs, labels, segments, speakers_out = [], [], [], {}, {}
+    names, wavs, labels, segments, speakers_out, skipped = [], [], [], {}, {}, []
     for e in tqdm(entries, desc=desc, unit="utt", leave=False):
-        wav = load_audio(e.path)
+        try:
+            # The manifest's length catches a truncated file (the training loader checks it too).
+            wav = load_audio(e.path, expected_samples=e.num_samples if e.num_samples > 0 else None)
+        except AudioError as err:
+            if not skip_bad_files:
+                raise
+            log.warning("skipping bad file %s: %s", e.name, err)
+            skipped.append(e.name)
+            continue
         segs = [(s.start, s.end, normalize_phone(s.phone)) for s in aligned[e.name]]
         frames = frames_from_segments([Segment(*s) for s in segs], frame_step=FRAME_STEP)
         names.append(e.name)
@@ -174,4 +176,96 @@ def load_eval_corpus(
         labels.append(np.array([index[p] for p in frames], dtype=np.int64))
         segments[e.name] = segs
         speakers_out[e.name] = speaker_of(e.name, spk)
-    return EvalCorpus(names, wavs, segments, labels, speakers_out)
+    if skipped:
+        log.warning("%s: %d bad file(s) skipped: %s", manifest, len(skipped), ", ".join(skipped))
+    if not names:
+        raise LabelError(f"{manifest}: no readable utterance with an alignment is left")
+    return EvalCorpus(names, wavs, segments, labels, speakers_out, skipped)
+
+
+# ------------------------------------------------------------------------------- held-out voices
+def manifest_speakers(manifest: str | Path, speakers: str | Path | None) -> list[str]:
+    """Every speaker of a manifest (all of it, not a capped subset), sorted."""
+    from dinosr.data.manifest import read_manifest
+
+    spk = read_speakers(speakers)
+    return sorted({speaker_of(e.name, spk) for e in read_manifest(manifest)})
+
+
+def base_voices(source: str | Path) -> dict[str, str]:
+    """{speaker: base voice} from a ``voices.tsv`` / ``corpus.json`` or the corpus directory holding a
+    file (e.g. its manifest); {} without voice metadata (real recordings: each speaker is a voice)."""
+    from dinosr.data.corpus.voices import read_base_voices
+
+    try:
+        return read_base_voices(source)
+    except ValueError as err:  # a malformed metadata file: name it, do not guess
+        raise LabelError(str(err)) from None
+
+
+def heldout_split(
+    eval_speakers: Sequence[str],
+    train_speakers: Sequence[str] | None,
+    voices: Mapping[str, str],
+) -> dict:
+    """What the evaluation set is, relative to training (JSON-ready; ``metrics.json`` ``data.heldout``).
+
+    Args:
+        eval_speakers: every evaluation speaker.
+        train_speakers: every training speaker; None when unknown (nothing can be checked).
+        voices: speaker -> base voice; a speaker not in it is its own voice.
+
+    Returns:
+        ``eval_voices`` {voice: [speakers]}, ``train_voices`` [voices] (or None), ``voice_metadata``
+        (whether any evaluation or training speaker had one), ``shared_voices`` {voice: {"eval": [...],
+        "train": [...]}}, ``shared_speakers`` [...]. A shared voice means the evaluation speaker is a
+        pseudo-speaker of (or is) a training voice: its numbers do not measure unseen voices.
+    """
+
+    def voice(s: str) -> str:
+        return voices.get(s, s)
+
+    eval_voices: dict[str, list[str]] = {}
+    for s in sorted(eval_speakers):
+        eval_voices.setdefault(voice(s), []).append(s)
+    known = set(eval_speakers) | set(train_speakers or ())
+    out: dict = {
+        "eval_voices": eval_voices,
+        "train_voices": None,
+        "voice_metadata": any(s in voices for s in known),
+        "shared_voices": {},
+        "shared_speakers": [],
+    }
+    if train_speakers is None:
+        log.warning(
+            "training speakers unknown (no training manifest): cannot check that the evaluation voices "
+            "%s are unseen",
+            ", ".join(eval_voices),
+        )
+        return out
+    train_by_voice: dict[str, list[str]] = {}
+    for s in sorted(train_speakers):
+        train_by_voice.setdefault(voice(s), []).append(s)
+    out["train_voices"] = sorted(train_by_voice)
+    out["shared_speakers"] = sorted(set(eval_speakers) & set(train_speakers))
+    out["shared_voices"] = {
+        v: {"eval": eval_voices[v], "train": train_by_voice[v]}
+        for v in sorted(eval_voices)
+        if v in train_by_voice
+    }
+    if out["shared_speakers"]:
+        log.warning(
+            "EVALUATION SPEAKERS HEARD IN TRAINING: %s are in the training set too; "
+            "probe and unit numbers are optimistic",
+            ", ".join(out["shared_speakers"]),
+        )
+    for v, who in out["shared_voices"].items():
+        if set(who["eval"]) - set(out["shared_speakers"]):
+            log.warning(
+                "EVALUATION VOICE HEARD IN TRAINING: evaluation speakers %s share the base voice %s with "
+                "training speakers %s (pseudo-speakers of a training voice): not an unseen-voice test",
+                ", ".join(who["eval"]),
+                v,
+                ", ".join(who["train"]),
+            )
+    return out

@@ -400,6 +400,9 @@ def evaluate(
     }
     if abx is not None and abx.null_reasons:
         results["data"]["abx_null"] = dict(abx.null_reasons)
+    skipped = {"eval": corpus.skipped, "train": train.skipped if train is not None else []}
+    if any(skipped.values()):
+        results["data"]["skipped_files"] = skipped
     results["source"] = source.describe()
     results["settings"] = asdict(s)
     results["timings"] = timer.timings

@@ -26,7 +26,7 @@ from dinosr.evaluate.figures import (
     plot_probe,
     plot_training,
 )
-from dinosr.evaluate.summary import SUMMARY_COLUMNS, summary_rows
+from dinosr.evaluate.summary import SUMMARY_COLUMNS, heldout_lines, summary_rows
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +86,33 @@ def _figure(rel: str, caption: str) -> str:
 
 # ------------------------------------------------------------------------------------------ sections
 def section_summary(metrics: Mapping[str, Any]) -> str:
-    """The summary table (the demo's printout) and the evaluation / training sets used."""
+    """The summary table (the demo's printout), what the held-out set is, and the sets used."""
     rows = [[html.escape(label), *cells] for label, cells in summary_rows(metrics.get("summary", {}))]
     data = metrics["data"]
+    heldout = "".join(
+        f"<p class='{'warn' if line.startswith('WARNING') else 'note'}'>{html.escape(line)}</p>"
+        for line in heldout_lines(data.get("heldout"))
+    )
+    notes = []
+    for mode, reason in (data.get("abx_null") or {}).items():
+        notes.append(f"ABX {html.escape(mode)} is null for every system: {html.escape(reason)}.")
+    for split, names in (data.get("skipped_files") or {}).items():
+        if names:
+            notes.append(f"{len(names)} unreadable {split} file(s) skipped: {html.escape(', '.join(names))}.")
     return (
         "<h2>Summary</h2>"
+        + heldout
         + _table(["system", *[c[1] for c in SUMMARY_COLUMNS]], rows)
         + f"<p class='note'>Evaluation set: {data['num_utterances']} utterances, "
         f"{data['seconds'] / 60:.1f} min, "
-        f"speakers {', '.join(map(html.escape, data['speakers']))} (held out from training). "
+        f"speakers {', '.join(map(html.escape, data['speakers']))}. "
         f"Probe and k-means fit on {data['train_utterances']} training utterances "
         f"({data['train_seconds'] / 60:.1f} min, "
         f"speakers {', '.join(map(html.escape, data['train_speakers']))}). "
         f"ABX: {data['abx_items']} triphone items from {data['abx_utterances']} utterances. "
-        "Best layers: units by PNMI, features by probe accuracy. Definitions: docs/evaluation.md.</p>"
+        "Best layers: units by PNMI, features by probe accuracy. Definitions: docs/evaluation.md."
+        + "".join(f" {n}" for n in notes)
+        + "</p>"
     )
 
 

@@ -58,18 +58,9 @@ class ModelSource:
         }
 
     def _batches(self, wavs: Sequence[np.ndarray]) -> list[list[int]]:
-        order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
-        batches, cur = [], []
-        budget = self.batch_seconds * SAMPLE_RATE
-        for i in order:
-            # Padded cost of the batch if i joins: every row as long as the longest (i, sorted order).
-            if cur and (len(cur) + 1) * len(wavs[i]) > budget:
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            batches.append(cur)
-        return batches
+        from dinosr.data.sampler import pack_by_length
+
+        return pack_by_length([len(w) for w in wavs], int(self.batch_seconds * SAMPLE_RATE))
 
     def features(self, wavs: Sequence[np.ndarray], layers: Sequence[int], desc: str = "features"):
         """{layer: [(T_i, D) float32 per utterance]}."""

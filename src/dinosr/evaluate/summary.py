@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SUMMARY_COLUMNS", "format_summary", "summarize", "summary_rows"]
+__all__ = ["SUMMARY_COLUMNS", "format_summary", "heldout_lines", "summarize", "summary_rows"]
 
 
 def _best(block: Mapping[str, Mapping[str, Any]], key: str, *, lower: bool = False) -> str | None:
@@ -100,3 +100,44 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         )
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def heldout_lines(heldout: Mapping[str, Any] | None) -> list[str]:
+    """What the evaluation set is, for the printed table and the report (``data.heldout`` of metrics.json).
+
+    Lines starting with ``WARNING`` say that the numbers do not measure unseen voices or speakers.
+    """
+    if not heldout:
+        return []
+    voices: Mapping[str, list[str]] = heldout["eval_voices"]
+    speakers = sorted(s for who in voices.values() for s in who)
+    shared_voices: Mapping[str, Mapping[str, list[str]]] = heldout.get("shared_voices") or {}
+    shared_speakers = heldout.get("shared_speakers") or []
+    if heldout.get("train_voices") is None:
+        return [
+            f"Evaluation speakers {', '.join(speakers)} "
+            "(training speakers unknown: unseen voices not checked)"
+        ]
+    lines = []
+    if shared_speakers:
+        lines.append(
+            f"WARNING: evaluation speakers {', '.join(shared_speakers)} are also training speakers: "
+            "these numbers flatter the model"
+        )
+    pseudo = {v: who for v, who in shared_voices.items() if set(who["eval"]) - set(shared_speakers)}
+    if pseudo:
+        for v, who in pseudo.items():
+            lines.append(
+                f"WARNING: evaluation speakers {', '.join(who['eval'])} share the base voice {v} with "
+                f"training speakers {', '.join(who['train'])}: pseudo-speakers of a training voice, "
+                "not an unseen voice"
+            )
+    unseen = [v for v in voices if v not in shared_voices]
+    if unseen and heldout.get("voice_metadata"):
+        noun = "voice" if len(unseen) == 1 else "voices"
+        who = ", ".join(s for v in unseen for s in voices[v])
+        lines.insert(0, f"Held-out {noun} {', '.join(unseen)} (unseen in training): speakers {who}")
+    elif unseen:
+        who = ", ".join(s for v in unseen for s in voices[v])
+        lines.insert(0, f"Held-out speakers {who} (unseen in training; no voice metadata: one voice each)")
+    return lines
