@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import math
 import os
 import pickle
 import subprocess
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +260,66 @@ def test_restricted_unpickler_refuses_code(tmp_path, monkeypatch, evil):
     with pytest.raises(UnsafeCheckpointError):  # plain pickles too
         safe_pickle_load(io.BytesIO(pickle.dumps(evil())))
     assert not (tmp_path / "pwned.txt").exists()
+
+
+# ----------------------------------------------------------------------------- spec-pinned key sets
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _fake(shapes: dict, real: set[str] = frozenset()) -> OrderedDict:
+    """Meta tensors of the fixture's shapes (base size, no memory); ``real`` keys get distinct values."""
+    out = OrderedDict()
+    for i, (key, shape) in enumerate(shapes.items()):
+        if key in real:
+            out[key] = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape) + 1000 * i
+        else:
+            out[key] = torch.empty(shape, device="meta", dtype=torch.long if key == "current_step" else None)
+    return out
+
+
+def _expected_base_state() -> dict:
+    with torch.device("meta"):
+        model = dinosr_base()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_official_checkpoint_keys_of_the_spec_map_exactly():
+    """The official key names/shapes of spec 12.1 (a committed fixture, not our exporter) import fully."""
+    spec = json.loads((FIXTURES / "official_dinosr_keys.json").read_text())
+    real = {f"encoder.layers.0.self_attn.{p}_proj.{k}" for p in "qkv" for k in ("weight", "bias")}
+    real |= {"mask_emb", "heads.2.bias", "encoder.pos_conv.4.0.bias"}
+    real |= {k for k in spec["model"] if k.startswith("_codebook")}  # stacked: all on one device
+    model_state = _fake(spec["model"], real)
+    ema_real = {"layers.11.fc2.weight", "layer_norm.bias"}
+    model_state["_ema"] = _fake(spec["_ema"], ema_real)
+    mapped = fairseq_to_dinosr(model_state)  # raises on any key it does not consume
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == _expected_base_state()
+    # values land where spec 12.3 says
+    q, k, v = (model_state[f"encoder.layers.0.self_attn.{p}_proj.weight"] for p in "qkv")
+    assert torch.equal(mapped["student.layers.0.attention.qkv.weight"], torch.cat([q, k, v]))
+    assert torch.equal(mapped["mask_embedding"], model_state["mask_emb"])
+    assert torch.equal(mapped["codebooks.sums"][3], model_state["_codebook3"])
+    assert torch.equal(mapped["codebooks.counts"][3], model_state["_codebook_cnts3"])
+    assert torch.equal(mapped["heads.2.bias"], model_state["heads.2.bias"])
+    assert torch.equal(mapped["student.pos_conv.convs.4.bias"], model_state["encoder.pos_conv.4.0.bias"])
+    assert torch.equal(mapped["teacher.layers.11.fc2.weight"], model_state["_ema"]["layers.11.fc2.weight"])
+    assert torch.equal(mapped["teacher.layer_norm.bias"], model_state["_ema"]["layer_norm.bias"])
+    # the key set in the fixture is complete: dropping any one key is reported
+    del model_state["_ema"]["layers.3.fc1.bias"]
+    from dinosr.interop.pretrained import state_to_model
+
+    with pytest.raises(ConversionError, match=r"teacher\.layers\.3\.fc1\.bias"):
+        state_to_model(fairseq_to_dinosr(model_state), ModelConfig())
+
+
+def test_spidr_checkpoint_keys_of_the_spec_map_exactly():
+    spec = json.loads((FIXTURES / "spidr_dinosr_keys.json").read_text())
+    real = {"student.layers.5.attention.qkv.bias", "heads.0.0.weight"}
+    real |= {k for k in spec["model"] if k.startswith("codebooks.")}
+    state = _fake(spec["model"], real)
+    mapped = spidr_to_dinosr(state)
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == _expected_base_state()
+    key = "student.layers.5.attention.qkv.bias"
+    assert torch.equal(mapped[key], state[key])
+    assert torch.equal(mapped["codebooks.sums"][7], state["codebooks.7.codebook"])
+    assert torch.equal(mapped["heads.0.weight"], state["heads.0.0.weight"])
