@@ -28,7 +28,8 @@ SUBCOMMAND_MODULES = [
     "dinosr.data.cli",  # manifest
     "dinosr.data.corpus.cli",  # corpus synth | demo
     "dinosr.interop.cli",  # convert, export, extract
-    "dinosr.evaluate.cli",  # evaluate, demo
+    "dinosr.evaluate.cli",  # evaluate
+    "dinosr.demo",  # demo
     "dinosr.asr.labels_cli",  # labels
 ]
 
