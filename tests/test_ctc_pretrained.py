@@ -11,7 +11,7 @@ import torch
 from dinosr.config import to_plain
 from dinosr.data.labels import Dictionary
 from dinosr.errors import CheckpointError
-from dinosr.interop.ctc_pretrained import is_ctc_model_dir, load_ctc_model, save_ctc_model
+from dinosr.interop.ctc_pretrained import is_ctc_model_dir, is_ctc_source, load_ctc_model, save_ctc_model
 from dinosr.interop.pretrained import save_pretrained
 from dinosr.model import DinoSR
 from dinosr.model.ctc import CTCConfig, DinoSRForCTC
@@ -55,6 +55,7 @@ def test_directory_round_trip(tmp_path, frontend):
     assert config["symbols"] == ["<s>", "<pad>", "</s>", "<unk>", "E", "T", "|", "A", "'"]
     assert config["ctc"]["mask_prob"] == 0.5
     assert is_ctc_model_dir(tmp_path / "ft")
+    assert is_ctc_source(tmp_path / "ft")
 
     loaded, dictionary = load_ctc_model(tmp_path / "ft")
     assert dictionary == DICT  # counts come back from dict.ltr.txt
@@ -72,6 +73,7 @@ def test_fine_tuning_checkpoint_file(tmp_path, with_specials):
     symbols = DICT.symbols if with_specials else DICT.symbols[DICT.nspecial :]
     path = tmp_path / "checkpoint_00000010.pt"
     torch.save(_checkpoint(model, symbols), path)
+    assert is_ctc_source(path)  # a checkpoint outside a run directory is opened to tell
     loaded, dictionary = load_ctc_model(path)
     assert dictionary.symbols == DICT.symbols
     assert torch.equal(_logits(loaded), _logits(model))
@@ -86,6 +88,12 @@ def test_run_directory_prefers_best_then_newest(tmp_path):
         models[name] = DinoSRForCTC(micro_model_config(), len(DICT))
         torch.save(_checkpoint(models[name], DICT.symbols), ckpts / name)
     assert torch.equal(_logits(load_ctc_model(tmp_path / "run")[0]), _logits(models["best.pt"]))
+    # the run's own config.json (the run configuration, not a model directory) does not get in the way
+    run_config = _checkpoint(models["best.pt"], DICT.symbols)["config"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(run_config))
+    assert torch.equal(_logits(load_ctc_model(tmp_path / "run")[0]), _logits(models["best.pt"]))
+    assert is_ctc_source(tmp_path / "run")
+    assert is_ctc_source(ckpts / "checkpoint_00000010.pt")
     (ckpts / "best.pt").unlink()
     assert torch.equal(
         _logits(load_ctc_model(tmp_path / "run")[0]), _logits(models["checkpoint_00000020.pt"])
@@ -106,6 +114,8 @@ def test_pretrained_models_are_refused_with_a_clear_error(tmp_path):
     torch.save({"model": dinosr.state_dict(), "config": {"model": to_plain(dinosr.cfg)}}, path)
     with pytest.raises(CheckpointError, match=r"pretrain\.pt: not a CTC fine-tuning checkpoint"):
         load_ctc_model(path)
+    assert not is_ctc_source(tmp_path / "pre")
+    assert not is_ctc_source(path)
     with pytest.raises(CheckpointError, match="no such model file or directory"):
         load_ctc_model(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="neither a fine-tuned model directory"):

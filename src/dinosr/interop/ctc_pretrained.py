@@ -37,6 +37,7 @@ __all__ = [
     "ctc_model_from_checkpoint",
     "find_ctc_checkpoint",
     "is_ctc_model_dir",
+    "is_ctc_source",
     "load_ctc_model",
     "save_ctc_model",
 ]
@@ -142,15 +143,40 @@ def ctc_model_from_checkpoint(
     return model.eval(), dictionary
 
 
+def _config_of(path: Path) -> dict | None:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def is_ctc_model_dir(path: str | os.PathLike) -> bool:
     """True for a directory written by :func:`save_ctc_model`."""
-    config = Path(path) / CONFIG_NAME
-    if not config.is_file():
+    config = _config_of(Path(path) / CONFIG_NAME)
+    return config is not None and config.get("format") == CTC_FORMAT
+
+
+def is_ctc_source(path: str | os.PathLike) -> bool:
+    """True when :func:`load_ctc_model` would find a CTC model at ``path`` (cheap: reads configs only,
+    except for a checkpoint file outside a run directory, which is opened)."""
+    path = Path(path)
+    if path.is_dir():
+        if is_ctc_model_dir(path):
+            return True
+        run_config = _config_of(path / CONFIG_NAME)  # a fine-tuning run writes [ctc] into RUN/config.json
+        return (path / "checkpoints").is_dir() and run_config is not None and "ctc" in run_config
+    if not path.is_file():
         return False
+    run_config = _config_of(path.parent.parent / CONFIG_NAME)  # RUN/checkpoints/FILE.pt
+    if run_config is not None and path.parent.name == "checkpoints":
+        return "ctc" in run_config
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == CTC_FORMAT
-    except (OSError, ValueError, AttributeError):
+        checkpoint = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:  # not one of our plain checkpoints (e.g. the official dinosr.ckpt)
         return False
+    config = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+    return isinstance(config, Mapping) and "ctc" in config and "dictionary" in checkpoint
 
 
 def find_ctc_checkpoint(run_dir: str | os.PathLike) -> Path:
@@ -239,10 +265,12 @@ def load_ctc_model(
     """
     path = Path(path)
     if path.is_dir():
-        if (path / CONFIG_NAME).is_file():
+        if is_ctc_model_dir(path):
             return _load_directory(path, map_location)
-        if (path / "checkpoints").is_dir():
+        if (path / "checkpoints").is_dir():  # a run directory (its config.json is the run's config)
             return _load_checkpoint_file(find_ctc_checkpoint(path), map_location)
+        if (path / CONFIG_NAME).is_file():  # another kind of model directory: _load_directory says which
+            return _load_directory(path, map_location)
         raise CheckpointError(
             f"{path}: neither a fine-tuned model directory (config.json) nor a run directory (checkpoints/)"
         )
