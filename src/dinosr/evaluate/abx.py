@@ -32,6 +32,10 @@ frame distances computed context by context as one matrix product per block of t
 run thousands of pairs at a time as an anti-diagonal dynamic programme over padded arrays.
 `abx_bruteforce` is a plain-Python reference (one DTW per triplet member, explicit back-tracking).
 Both compute in float64.
+
+Why one module of ~600 lines: the protocol (items, tokens, cells, aggregation) is shared by the fast
+implementation and its reference, and the tests compare the two; split apart, a change to the protocol
+could reach one of them and not the other.
 """
 
 from __future__ import annotations
