@@ -25,6 +25,7 @@ from dinosr.errors import DinosrError
 # optional dependencies are only needed by the subcommand that uses them.
 SUBCOMMAND_MODULES = [
     "dinosr.train.cli",  # pretrain
+    "dinosr.train.finetune_cli",  # finetune
     "dinosr.data.cli",  # manifest
     "dinosr.data.corpus.cli",  # corpus synth | demo
     "dinosr.interop.cli",  # convert, export, extract

@@ -166,8 +166,9 @@ def _parse_override_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a nested dict (a new dict is returned)."""
+def apply_overrides(data: dict[str, Any], overrides: list[str], *, cls: type = Config) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested dict (a new dict is returned); ``cls`` is the
+    top-level config class whose sections are valid (fine-tuning: ``FinetuneConfig``)."""
     result = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
@@ -177,14 +178,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"--set {item!r}: the key must look like section.key, e.g. optim.lr")
         section, name = parts
-        if section not in {f.name for f in dataclasses.fields(Config)}:
+        if section not in {f.name for f in dataclasses.fields(cls)}:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}")
         result.setdefault(section, {})[name] = _parse_override_value(text.strip())
     return result
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a TOML config (or start from defaults when ``path`` is None) and apply overrides."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, cls: type = Config
+) -> Any:
+    """Read a TOML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    ``cls`` is the top-level config class (default `Config`; fine-tuning: ``FinetuneConfig``)."""
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -196,8 +201,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    data = apply_overrides(data, overrides or [])
-    return from_plain(Config, data, source=source)
+    data = apply_overrides(data, overrides or [], cls=cls)
+    return from_plain(cls, data, source=source)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -1,0 +1,116 @@
+"""`dinosr finetune CONFIG [--set section.key=value ...] [--init PATH | --from-scratch]`: CTC fine-tuning.
+
+One command for 1 process, torchrun and srun, like ``dinosr pretrain``; restarting it continues exactly from
+the newest checkpoint in ``run.workdir``. CONFIG is a TOML file or a packaged preset (base_10m, base_1h,
+base_10h, base_100h, cpu_small). At the end ``RUN/model`` holds the best checkpoint as a fine-tuned model
+directory (``dinosr transcribe RUN/model AUDIO``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dinosr.train.finetune_config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dinosr.train.finetune_config import PRESETS
+
+    parser = subparsers.add_parser(
+        "finetune",
+        help="CTC fine-tuning for speech recognition (resumes from run.workdir)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("config", help=f"TOML config file, or a packaged preset: {', '.join(PRESETS)}")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set optim.lr=1e-4 --set run.workdir=runs/ft",
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init",
+        metavar="PATH",
+        help="pretrained model: our run or pretrained directory, official dinosr.ckpt, spidr .pt "
+        "(= --set finetune.init=PATH)",
+    )
+    start.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="random-init model of the config's [model] section (a baseline)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dinosr.train.finetune_config import load_finetune_config
+    from dinosr.train.trainer import TrainingDiverged
+
+    overrides = list(args.overrides)
+    if args.init:
+        overrides += [f"finetune.init={_toml_string(args.init)}", "finetune.from_scratch=false"]
+    if args.from_scratch:
+        overrides += ["finetune.from_scratch=true", 'finetune.init=""']
+    cfg = load_finetune_config(args.config, overrides)  # ConfigError: dinosr.cli reports it
+    try:
+        finetune(cfg)
+        return 0
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        return 1
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (a path may hold backslashes or quotes)."""
+    import json
+
+    return json.dumps(str(text))
+
+
+def finetune(cfg: FinetuneConfig) -> int:
+    """Run (or resume) fine-tuning with ``cfg`` in this process; returns the completed step count."""
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dinosr.train import distributed as dist
+    from dinosr.train.ctc_task import CTCTask, export_model, load_init
+    from dinosr.train.lock import RunLock
+    from dinosr.train.trainer import Trainer
+
+    env = dist.detect_environment()
+    if cfg.run.num_threads > 0:
+        torch.set_num_threads(cfg.run.num_threads)  # process-wide: set by the entry point
+    device = dist.select_device(env, cfg.run.device)
+    cfg, init_model = load_init(cfg)  # before the process group: a bad --init fails at once
+    dist.init_distributed(env, device, backend=cfg.run.dist_backend)
+    trainer = None
+    lock = RunLock(cfg.run.workdir) if env.rank == 0 else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        task = CTCTask(cfg, init_model=init_model)
+        del init_model
+        trainer = Trainer(cfg, task=task, device=device)
+        with logging_redirect_tqdm():
+            steps = trainer.fit()
+        if env.rank == 0 and cfg.finetune.export:
+            export_model(cfg.run.workdir, task.dictionary)
+        log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
+        if trainer.best is not None:
+            log.info("best valid %s %.2f at step %d", trainer.best["metric"], trainer.best["value"],
+                     trainer.best["step"])
+        return steps
+    finally:
+        if trainer is not None:
+            trainer.close()
+        dist.shutdown()
+        if lock is not None:
+            lock.release()
