@@ -12,32 +12,18 @@ import pytest
 import soundfile
 import torch
 
+from asr_utils import DICT, biased_ctc_model
 from dinosr.asr.decode import greedy_decode
 from dinosr.asr.transcribe import ctc_logits, entries_from_inputs, run_transcription
 from dinosr.asr.transcripts import read_transcripts
 from dinosr.cli import main
 from dinosr.data.audio import load_audio
 from dinosr.data.corpus import bundled_corpus
-from dinosr.data.labels import Dictionary
 from dinosr.data.manifest import read_manifest
 from dinosr.errors import AudioError
 from dinosr.interop.ctc_pretrained import save_ctc_model
-from dinosr.model.ctc import CTCConfig, DinoSRForCTC
-from model_utils import micro_model_config
 
-DICT = Dictionary(list("ETAOINS|"))
 NUM_UTTS = 6
-
-
-def biased_model() -> DinoSRForCTC:
-    """A random model whose head is scaled up so that it emits varied, deterministic letters (and never
-    <pad>, </s> or <unk>)."""
-    torch.manual_seed(0)
-    model = DinoSRForCTC(micro_model_config(), len(DICT), CTCConfig())
-    with torch.no_grad():
-        model.head.weight.mul_(40.0)
-        model.head.bias[1:4] = -1e4
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +47,7 @@ def _reference(model, manifest) -> dict[str, str]:
 
 
 def test_batched_transcripts_equal_one_at_a_time(manifest, tmp_path):
-    model = biased_model()
+    model = biased_ctc_model()
     expected = _reference(model, manifest)
     assert all(expected.values())  # non-empty
     assert len(set(expected.values())) == NUM_UTTS  # and different
@@ -76,7 +62,7 @@ def test_batched_transcripts_equal_one_at_a_time(manifest, tmp_path):
 
 
 def test_chunked_long_audio_keeps_every_frame():
-    model = biased_model()
+    model = biased_ctc_model()
     wav = torch.randn(16000 * 3, generator=torch.Generator().manual_seed(0))
     whole, n_whole = ctc_logits(model, [wav], chunk_seconds=None)
     chunked, n_chunked = ctc_logits(model, [wav], chunk_seconds=0.5, context_seconds=0.25)
@@ -88,7 +74,7 @@ def test_chunked_long_audio_keeps_every_frame():
 
 
 def test_resume_after_a_kill_with_a_partial_last_line(manifest, tmp_path, caplog):
-    model = biased_model()
+    model = biased_ctc_model()
     entries = read_manifest(manifest)
     expected = _reference(model, manifest)
     out = tmp_path / "hyp.tsv"
@@ -107,7 +93,7 @@ def test_resume_after_a_kill_with_a_partial_last_line(manifest, tmp_path, caplog
 
 
 def test_jsonl_output_has_text_and_seconds(manifest, tmp_path):
-    model = biased_model()
+    model = biased_ctc_model()
     out = tmp_path / "hyp.jsonl"
     run_transcription(model, DICT, read_manifest(manifest), out, progress=False)
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -119,7 +105,7 @@ def test_jsonl_output_has_text_and_seconds(manifest, tmp_path):
 
 
 def test_bad_files(tmp_path):
-    model = biased_model()
+    model = biased_ctc_model()
     good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
     soundfile.write(good, np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000)
     bad.write_bytes(b"RIFF not really a wav")
@@ -132,7 +118,7 @@ def test_bad_files(tmp_path):
 
 
 def test_command_line_then_wer(manifest, tmp_path, caplog, capsys):
-    model = biased_model()
+    model = biased_ctc_model()
     save_ctc_model(model, DICT, tmp_path / "ft")
     expected = _reference(model, manifest)
     # audio files given one by one, and a directory of them

@@ -45,8 +45,17 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from dinosr.interop.ctc_pretrained import is_ctc_source
     from dinosr.interop.hf import export_hf
 
+    if is_ctc_source(args.ckpt):  # a fine-tuned model: Data2VecAudioForCTC + Wav2Vec2Processor
+        from dinosr.interop.ctc_pretrained import load_ctc_model
+        from dinosr.interop.hf_ctc import export_hf_ctc
+
+        model, dictionary = load_ctc_model(args.ckpt)
+        export_hf_ctc(model, dictionary, args.out)
+        log.info("wrote a Data2VecAudioForCTC + Wav2Vec2Processor directory to %s", args.out)
+        return 0
     export_hf(_load(args), args.out)
     log.info(
         "wrote a Data2VecAudioModel directory to %s (heads/codebooks/teacher in dinosr_extra.safetensors)",
@@ -109,8 +118,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="output directory (config.json + model.safetensors)")
     p.set_defaults(func=_convert)
 
-    p = subparsers.add_parser("export", help="export the student encoder to another toolkit's format")
-    p.add_argument("--to", choices=["hf"], default="hf", help="hf: transformers Data2VecAudioModel directory")
+    p = subparsers.add_parser(
+        "export", help="export the student encoder (or a fine-tuned CTC model) to another toolkit's format"
+    )
+    p.add_argument(
+        "--to",
+        choices=["hf"],
+        default="hf",
+        help="hf: transformers Data2VecAudioModel directory (a CTC model: Data2VecAudioForCTC + processor)",
+    )
     _common(p)
     p.add_argument("out", metavar="OUT", help="output directory")
     p.set_defaults(func=_export)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dinosr.model.dinosr import DinoSR
 
-__all__ = ["EXTRA_NAME", "export_hf", "hf_config", "hf_state_dict"]
+__all__ = ["EXTRA_NAME", "export_hf", "hf_config", "hf_preprocessor_config", "hf_state_dict"]
 
 EXTRA_NAME = "dinosr_extra.safetensors"
 
@@ -37,7 +37,10 @@ _LAYER_RENAMES = {
 
 
 def hf_config(model: DinoSR) -> dict[str, Any]:
-    """The ``config.json`` of a ``Data2VecAudioConfig`` describing the student encoder."""
+    """The ``config.json`` of a ``Data2VecAudioConfig`` describing the student encoder.
+
+    Also used for ``DinoSRForCTC`` (interop/hf_ctc.py), whose encoder has the student's module names.
+    """
     c = model.cfg
     if c.frontend != "conv":
         # Data2VecAudio has only the waveform CNN; a log-mel model has no equivalent HF class.
@@ -80,7 +83,11 @@ def hf_config(model: DinoSR) -> dict[str, Any]:
 
 
 def hf_state_dict(model: DinoSR) -> dict[str, Tensor]:
-    """Student weights under ``Data2VecAudioModel`` names (q/k/v split; zero biases when we have none)."""
+    """Student weights under ``Data2VecAudioModel`` names (q/k/v split; zero biases when we have none).
+
+    Reads only the student's keys (``feature_extractor.``, ``feature_projection.``, ``mask_embedding``,
+    ``student.``), so a ``DinoSRForCTC`` maps the same way.
+    """
     state = model.state_dict()
     out: dict[str, Tensor] = {"masked_spec_embed": state["mask_embedding"]}
     for key, value in state.items():
@@ -107,6 +114,23 @@ def hf_state_dict(model: DinoSR) -> dict[str, Tensor]:
     return {k: v.detach().cpu().float().contiguous().clone() for k, v in out.items()}
 
 
+def hf_preprocessor_config() -> dict[str, Any]:
+    """``preprocessor_config.json`` of the ``Wav2Vec2FeatureExtractor`` that feeds the model as we do.
+
+    ``do_normalize`` standardises each utterance like our loaders (HF divides by ``sqrt(var + 1e-7)``,
+    we by ``sqrt(var + 1e-5)``: the same for any audio that is not near-silent).
+    """
+    return {
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "feature_size": 1,
+        "sampling_rate": 16000,
+        "padding_value": 0.0,
+        "padding_side": "right",
+        "do_normalize": True,  # per-utterance standardisation, as in pretraining
+        "return_attention_mask": True,
+    }
+
+
 def export_hf(model: DinoSR, directory: str | os.PathLike) -> Path:
     """Write ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and the side file.
 
@@ -121,17 +145,8 @@ def export_hf(model: DinoSR, directory: str | os.PathLike) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     save_file(hf_state_dict(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n", encoding="utf-8")
-    preprocessor = {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-        "feature_size": 1,
-        "sampling_rate": 16000,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "do_normalize": True,  # per-utterance standardisation, as in pretraining
-        "return_attention_mask": True,
-    }
     (directory / "preprocessor_config.json").write_text(
-        json.dumps(preprocessor, indent=2) + "\n", encoding="utf-8"
+        json.dumps(hf_preprocessor_config(), indent=2) + "\n", encoding="utf-8"
     )
     extra = {
         k: v.detach().cpu().contiguous().clone()
