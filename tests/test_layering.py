@@ -32,6 +32,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dinosr.config": ("dinosr.model.config", "dinosr.data.config", "dinosr.train.config"),
     "dinosr.configs": ("dinosr.config",),
     "dinosr.train": ("dinosr.model", "dinosr.data", "dinosr.config", "dinosr.configs"),
+    # the fine-tuning task loads a pretrained model (interop) and scores WER (asr); the loop itself does not
+    "dinosr.train.ctc_task": (
+        "dinosr.train",
+        "dinosr.model",
+        "dinosr.data",
+        "dinosr.config",
+        "dinosr.interop",
+        "dinosr.asr",
+    ),
     "dinosr.inference": ("dinosr.model", "dinosr.data"),
     # interop reads our training checkpoints (train.checkpoint), configs and presets; never the trainer
     "dinosr.interop": (
