@@ -56,6 +56,16 @@ class CTCStats(StepStats):
     def normaliser(self) -> float:
         return float(self.utterances)
 
+    def result(self) -> dict[str, Any]:
+        return {
+            "loss_sum": float(self.loss_sum),
+            "utterances": int(self.utterances),
+            "frames": int(self.frames),
+            "tokens": int(self.tokens),
+            "audio_samples": int(self.audio_samples),
+            "bad_files": int(self.bad_files),
+        }
+
 
 def ltr_to_words(line: str) -> str:
     """``"H I | Y O U |"`` -> ``"HI YOU"`` (the reference text of a ``.ltr`` line)."""

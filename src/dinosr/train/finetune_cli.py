@@ -105,8 +105,12 @@ def finetune(cfg: FinetuneConfig) -> int:
             export_model(cfg.run.workdir, task.dictionary)
         log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
         if trainer.best is not None:
-            log.info("best valid %s %.2f at step %d", trainer.best["metric"], trainer.best["value"],
-                     trainer.best["step"])
+            log.info(
+                "best valid %s %.2f at step %d",
+                trainer.best["metric"],
+                trainer.best["value"],
+                trainer.best["step"],
+            )
         return steps
     finally:
         if trainer is not None:
