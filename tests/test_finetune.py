@@ -158,6 +158,10 @@ def test_validation_logs_wer_keeps_best_by_wer_and_exports(tmp_path, corpus):
     assert rates.wer == pytest.approx(best_row["valid_wer"], abs=1e-6)
     assert rates.cer == pytest.approx(best_row["valid_cer"], abs=1e-6)
 
+    # RUN/valid_ref.tsv: the references for `dinosr wer`, by utterance name.
+    lines = (run_dir / "valid_ref.tsv").read_text().splitlines()
+    assert lines == [f"{e.name}\t{r}" for e, r in zip(entries, refs)]
+
     # RUN/model: the best checkpoint as a dinosr-ctc directory.
     exported, exported_dict = load_ctc_model(run_dir / "model")
     assert exported_dict.symbols == dictionary.symbols

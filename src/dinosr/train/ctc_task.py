@@ -293,6 +293,17 @@ class CTCTask(Task):
             log.info("valid example %s: REF %r HYP %r", entries[0].name, refs[0], ordered[0])
         return {"wer": result.wer, "cer": result.cer}
 
+    def write_valid_references(self, path: str | Path) -> Path | None:
+        """``utt<TAB>words`` of the valid split (what ``dinosr wer REF HYP`` reads); None without one."""
+        if self.valid is None:
+            return None
+        from dinosr.fileio import atomic_write
+
+        entries, refs = self.valid
+        with atomic_write(Path(path), binary=False) as f:
+            f.write("".join(f"{e.name}\t{ref}\n" for e, ref in zip(entries, refs)))
+        return Path(path)
+
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"dictionary": list(self.dictionary.symbols)}
 

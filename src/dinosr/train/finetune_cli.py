@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dinosr.train.finetune_config import FinetuneConfig
 
 log = logging.getLogger(__name__)
+
+VALID_REFERENCES = "valid_ref.tsv"  # RUN/valid_ref.tsv: utt<TAB>words of the valid split
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -101,8 +104,11 @@ def finetune(cfg: FinetuneConfig) -> int:
         trainer = Trainer(cfg, task=task, device=device)
         with logging_redirect_tqdm():
             steps = trainer.fit()
-        if env.rank == 0 and cfg.finetune.export:
-            export_model(cfg.run.workdir, task.dictionary)
+        if env.rank == 0:
+            # For `dinosr wer RUN/valid_ref.tsv HYP` after `dinosr transcribe RUN/model VALID.tsv`.
+            task.write_valid_references(Path(cfg.run.workdir) / VALID_REFERENCES)
+            if cfg.finetune.export:
+                export_model(cfg.run.workdir, task.dictionary)
         log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
         if trainer.best is not None:
             log.info(
