@@ -187,7 +187,7 @@ def run_transcription(
     out: str | os.PathLike | None,
     *,
     decoder: Decoder | None = None,
-    batch_seconds: float = 100.0,
+    batch_seconds: float = 20.0,
     chunk_seconds: float | None = 20.0,
     context_seconds: float = 2.0,
     skip_bad_files: bool = False,
