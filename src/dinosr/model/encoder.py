@@ -32,7 +32,14 @@ def _zero_padded(x: Tensor, padding_mask: Tensor | None) -> Tensor:
 
 
 class ConvBlock(nn.Module):
-    """Conv1d (no bias, no padding) -> LayerNorm over channels (affine) -> exact GELU."""
+    """Conv1d (no bias, no padding) -> LayerNorm over channels (affine) -> exact GELU, channels-last.
+
+    The convolution runs as one GEMM over the unfolded windows of a (B, T, C) input: the LayerNorm over
+    channels then needs no transposes and the GELU sees contiguous memory. On CPU this makes the 512-channel
+    extractor's forward + backward about 1.5x faster than conv1d with (B, C, T) transposes
+    (docs/performance.md).
+    ``self.conv`` only holds the weight, so the state-dict keys are those of nn.Conv1d.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int) -> None:
         super().__init__()
@@ -41,10 +48,14 @@ class ConvBlock(nn.Module):
         nn.init.kaiming_normal_(self.conv.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, T_in) -> (B, C_out, T_out)."""
-        x = self.conv(x)
-        x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
-        return F.gelu(x)
+        """(B, T_in, C_in) -> (B, T_out, C_out)."""
+        batch, _, in_channels = x.shape
+        weight = self.conv.weight  # (C_out, C_in, k)
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        # (B, T_out, C_in, k) windows flattened channel-major, the order of weight's last two dimensions.
+        windows = x.unfold(1, kernel, stride).reshape(batch, -1, in_channels * kernel)
+        x = windows @ weight.reshape(weight.shape[0], -1).t()
+        return F.gelu(self.layer_norm(x))
 
 
 class FeatureExtractor(nn.Module):
@@ -69,10 +80,10 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, waveforms: Tensor) -> Tensor:
         """(B, L) standardised waveforms -> (B, T, C) features."""
-        x = waveforms[:, None, :]
+        x = waveforms[:, :, None]  # (B, L, 1): channels-last all the way through
         for block in self.conv_layers:
             x = block(x)
-        return x.transpose(1, 2)
+        return x
 
 
 class FeatureProjection(nn.Module):
