@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BeamSearchDecoder", "BeamSettings", "LMError", "arpa_unigrams", "read_lexicon"]
 
-INSTALL_HINT = "pip install 'dinosr[lm]' (flashlight-text: wheels for Python 3.10-3.12 on Linux/macOS)"
+INSTALL_HINT = "pip install 'dinosr[lm]' (flashlight-text; PyPI wheels for Python 3.10-3.12)"
 
 
 class LMError(DinosrError, ValueError):
