@@ -106,14 +106,18 @@ def test_jsonl_output_has_text_and_seconds(manifest, tmp_path):
 
 def test_bad_files(tmp_path):
     model = biased_ctc_model()
-    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    good, bad, short = tmp_path / "good.wav", tmp_path / "bad.wav", tmp_path / "short.wav"
     soundfile.write(good, np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000)
     bad.write_bytes(b"RIFF not really a wav")
+    soundfile.write(short, np.zeros(100, dtype=np.float32), 16000)  # not one 400-sample frame
     entries = entries_from_inputs([good, bad])
     with pytest.raises(AudioError, match=r"bad\.wav"):
         run_transcription(model, DICT, entries, tmp_path / "a.tsv", progress=False)
+    with pytest.raises(AudioError, match=r"short\.wav: only 100 samples, shorter than one frame"):
+        run_transcription(model, DICT, entries_from_inputs([short]), tmp_path / "a.tsv", progress=False)
+    entries = entries_from_inputs([good, bad, short])
     summary = run_transcription(model, DICT, entries, tmp_path / "b.tsv", skip_bad_files=True, progress=False)
-    assert [n for n, _ in summary.bad] == ["bad"]
+    assert sorted(n for n, _ in summary.bad) == ["bad", "short"]
     assert list(read_transcripts(tmp_path / "b.tsv")) == ["good"]
 
 

@@ -223,6 +223,7 @@ def run_transcription(
     batches = pack_by_length(
         [e.num_samples for e in todo], int(batch_seconds * SAMPLE_RATE), alone_above=long_samples
     )
+    min_samples = model.cfg.receptive_field
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     sink = sys.stdout if path is None else open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
@@ -235,11 +236,16 @@ def run_transcription(
                 e = todo[j]
                 try:
                     expected = e.num_samples if e.num_samples > 0 else None
-                    wavs.append(
-                        load_audio(
-                            e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected
-                        )
+                    wav = load_audio(
+                        e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected
                     )
+                    if len(wav) < min_samples:  # as dinosr extract: not even one frame for the model
+                        raise AudioError(
+                            e.path,
+                            f"only {len(wav)} samples, shorter than one frame of the model "
+                            f"(receptive field {min_samples} samples at {SAMPLE_RATE} Hz)",
+                        )
+                    wavs.append(wav)
                     batch_names.append(e.name)
                 except AudioError as err:
                     if not skip_bad_files:
