@@ -103,3 +103,21 @@ def test_lm_errors(arpa, tmp_path):
     write_arpa(other, {"<s>": -99.0, "</s>": -1.0, "<unk>": -1.0, "DOG": -0.1}, {"<s> DOG": -0.1})
     with pytest.raises(LMError, match="no lexicon word is spelt with the dictionary's symbols"):
         BeamSearchDecoder(DICT, other)
+
+
+def test_lexicon_without_lm_is_a_one_line_error(tmp_path, capsys):
+    import numpy as np
+    import soundfile
+
+    from asr_utils import DICT as MODEL_DICT
+    from asr_utils import biased_ctc_model
+    from dinosr.cli import main
+    from dinosr.interop.ctc_pretrained import save_ctc_model
+
+    save_ctc_model(biased_ctc_model(), MODEL_DICT, tmp_path / "ft")
+    soundfile.write(tmp_path / "a.wav", np.zeros(8000, dtype=np.float32), 16000)
+    assert main(["transcribe", str(tmp_path / "ft"), str(tmp_path / "a.wav"), "--lexicon", "lex.txt"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "dinosr transcribe: error: --lexicon needs --lm (the lexicon constrains the LM beam search)"
+    )

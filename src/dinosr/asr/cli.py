@@ -35,7 +35,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         )
         decoder = BeamSearchDecoder(dictionary, args.lm, args.lexicon, settings)
     elif args.lexicon is not None:
-        raise SystemExit("dinosr transcribe: error: --lexicon needs --lm")
+        from dinosr.asr.lm import LMError
+
+        raise LMError("--lexicon needs --lm (the lexicon constrains the LM beam search)")
     summary = run_transcription(
         model,
         dictionary,
@@ -48,6 +50,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         skip_bad_files=args.skip_bad_files,
         progress=not args.no_progress,
     )
+    if summary.done == 0:
+        log.info("nothing transcribed: %d already in %s, %d bad", summary.skipped, args.out, len(summary.bad))
+        return 0
     log.info(
         "transcribed %d utterance(s), %.1f s of audio in %.1f s: real-time factor %.4f "
         "(%d already done, %d bad)%s",
