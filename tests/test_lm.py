@@ -5,12 +5,18 @@ they skip only where flashlight-text is absent (e.g. Python 3.13, which has no w
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
+from asr_utils import DICT as MODEL_DICT
+from asr_utils import biased_ctc_model
 from dinosr.asr.decode import greedy_decode
 from dinosr.asr.lm import LMError, arpa_unigrams, read_lexicon
+from dinosr.cli import main
 from dinosr.data.labels import Dictionary
+from dinosr.interop.ctc_pretrained import save_ctc_model
 
 DICT = Dictionary(["C", "A", "T", "B", "|"])
 
@@ -106,14 +112,6 @@ def test_lm_errors(arpa, tmp_path):
 
 
 def test_lexicon_without_lm_is_a_one_line_error(tmp_path, capsys):
-    import numpy as np
-    import soundfile
-
-    from asr_utils import DICT as MODEL_DICT
-    from asr_utils import biased_ctc_model
-    from dinosr.cli import main
-    from dinosr.interop.ctc_pretrained import save_ctc_model
-
     save_ctc_model(biased_ctc_model(), MODEL_DICT, tmp_path / "ft")
     soundfile.write(tmp_path / "a.wav", np.zeros(8000, dtype=np.float32), 16000)
     assert main(["transcribe", str(tmp_path / "ft"), str(tmp_path / "a.wav"), "--lexicon", "lex.txt"]) == 2
