@@ -1,0 +1,180 @@
+"""Helpers shared by the benchmarks: CPU-contention meter, peak RSS, matmul peak, FLOP count, reference runs.
+
+The reference implementations (spidr's DinoSR, Hugging Face Data2VecAudio) run in their own venv through the
+timing scripts of ``--reference-scripts`` (default ``../shared/bench/spidr`` beside the repository), one
+subprocess per measurement; the project never imports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REFERENCE_SCRIPTS = REPO.parent / "shared" / "bench" / "spidr"
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- machine state
+def _machine_busy_s() -> float:
+    """CPU-seconds all CPUs spent busy since boot (from /proc/stat; 0 where it is unreadable)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+        return (user + nice + system + irq + softirq) / _CLK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class OtherCpuShare:
+    """``with OtherCpuShare() as c: ...`` then ``c.frac``: share of the machine's CPUs used by others.
+
+    A timing on a shared 2-core machine is only trustworthy when this is small (a warning above 5 %).
+    """
+
+    def __enter__(self) -> OtherCpuShare:
+        self._busy, self._own, self._t = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        wall = max(time.perf_counter() - self._t, 1e-9)
+        others = (_machine_busy_s() - self._busy) - (_own_cpu_s() - self._own)
+        self.frac = min(1.0, max(0.0, others) / (wall * (os.cpu_count() or 1)))
+        return False
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system  # this process (its threads included), not its children
+
+
+def cpu_share_note(frac: float) -> str:
+    warn = "  WARNING: machine busy with other processes, absolute timings not trustworthy"
+    warn = warn if frac > 0.05 else ""
+    return f"other-process CPU {100 * frac:.0f}%{warn}"
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM so that :func:`peak_rss_mib` reports the peak of what follows (Linux >= 4.0)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process since the last reset (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ----------------------------------------------------------------------------- peak and FLOPs
+def matmul_peak_gflops(dtype: torch.dtype, *, n: int = 2048, repeats: int = 5) -> float:
+    """Best n x n x n matmul rate of this process's threads, GFLOP/s (the MFU denominator)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up (MKL/oneDNN kernel selection)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _flop_fixes() -> dict:
+    """Corrections to torch.utils.flop_counter for the ops of a CPU DinoSR step.
+
+    - convolution_backward: the stock formula ignores ``groups`` for the weight gradient (16x too many FLOPs
+      for the grouped positional conv); each computed gradient costs one forward conv.
+    - the CPU flash-attention ops (eval-mode attention: teacher, inference) are missing from the registry.
+    """
+    from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def conv_backward(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs):
+        transposed, output_mask = args[4], args[7]  # after bias_sizes, stride, padding, dilation
+        fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+        return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+    fixes = {aten.convolution_backward: conv_backward}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        fixes[aten._scaled_dot_product_flash_attention_for_cpu] = (
+            lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)
+        )
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        fixes[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)
+        )
+    return fixes
+
+
+class _GlobalOnly:
+    """FlopCounterMode's module tracker trips over the teacher's no_grad views; count globally only."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def count_gflops(fn) -> float:
+    """GFLOP of the matmul/conv/attention ops of ``fn()`` (2 per multiply-add; elementwise ops uncounted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=_flop_fixes())
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+# ----------------------------------------------------------------------------- reference runs
+def run_reference(venv: Path, scripts: Path, script: str, argv: list[str]) -> dict:
+    """Run one reference timing script in its venv; returns its JSON record (raises with its stderr)."""
+    python = Path(venv) / "bin" / "python"
+    with tempfile.TemporaryDirectory() as tmp:
+        out_json = Path(tmp) / "result.jsonl"
+        proc = subprocess.run(
+            [str(python), str(Path(scripts) / script), *argv, "--json", str(out_json)],
+            capture_output=True,
+            text=True,
+            cwd=scripts,
+            check=False,
+        )
+        if proc.returncode != 0 or not out_json.exists():
+            raise RuntimeError(f"{script} {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+        return json.loads(out_json.read_text().splitlines()[-1])
+
+
+def run_child(script: str, spec: dict) -> dict:
+    """Run ``script --child SPEC`` with this interpreter; returns the JSON of its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, script, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} {spec}: failed\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_reference(venv: str | None, scripts: str) -> tuple[Path, Path] | None:
+    """(venv, scripts) as paths, or None without --reference-venv; exits with one line if they are missing."""
+    if not venv:
+        return None
+    v, s = Path(venv), Path(scripts)
+    if not (v / "bin" / "python").exists():
+        raise SystemExit(f"--reference-venv {v}: no bin/python (make it with {s}/install.sh {v})")
+    if not (s / "spidr_step.py").exists():
+        raise SystemExit(f"--reference-scripts {s}: no spidr_step.py there")
+    return v, s
