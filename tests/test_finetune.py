@@ -169,6 +169,21 @@ def test_validation_logs_wer_keeps_best_by_wer_and_exports(tmp_path, corpus):
         assert torch.equal(exported.state_dict()[key], value), key
 
 
+def test_best_checkpoint_by_cer(tmp_path, corpus):
+    cfg = ft_config(
+        tmp_path, corpus, finetune={"best_metric": "cer"}, run={"validate_every": 2, "max_steps": 4}
+    )
+    trainer = ft_trainer(cfg)
+    trainer.fit()
+    trainer.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if "valid_cer" in r]
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["best"]
+    assert best["metric"] == "cer"
+    assert best["value"] == min(r["valid_cer"] for r in valid)
+    assert valid[-1]["best_valid_cer"] == best["value"]
+
+
 def test_finetune_from_a_pretraining_run_directory(tmp_path, corpus):
     pretrain_dir = tmp_path / "pretrain"
     pretrainer = Trainer(micro_config(pretrain_dir, corpus, run={"max_steps": 2}))

@@ -8,8 +8,8 @@
   the optimizer groups and the DDP wrapper). Time + channel masking and LayerDrop during training only.
 * Labels are looked up by utterance name (``Batch.names``): names must be unique in the train manifest.
 * Validation: greedy decoding of the valid split (batches sharded over ranks, hypotheses gathered), WER/CER
-  with ``dinosr.asr.scoring``; ``checkpoints/best.pt`` keeps the lowest WER. Checkpoints carry the
-  dictionary's symbols (``"dictionary"``), the format ``dinosr.interop.ctc_pretrained`` reads.
+  with ``dinosr.asr.scoring``; ``checkpoints/best.pt`` keeps the lowest WER (``finetune.best_metric``).
+  Checkpoints carry the dictionary's symbols (``"dictionary"``), as ``interop.ctc_pretrained`` reads.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ class CTCTask(Task):
         from dinosr.data.manifest import read_manifest
 
         self.cfg = config
+        self.best_metric = (config.finetune.best_metric, "min")
         self.init_model = init_model
         self.freeze_updates = config.finetune.freeze_finetune_updates
         self.train_manifest = train_manifest_path(config)

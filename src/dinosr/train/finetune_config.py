@@ -42,6 +42,8 @@ class FinetuneSection:
     # "" = dict.ltr.txt beside the train manifest; built from the training letters when absent
     dictionary: str = ""
     valid_batch_seconds: float = 200.0  # audio per validation batch (padded)
+    # checkpoints/best.pt by the lowest valid WER (fairseq); "cer" for tiny data, where WER stays >= 100 long
+    best_metric: Literal["wer", "cer"] = "wer"
     export: bool = True  # write RUN/model (a dinosr-ctc directory) from the best checkpoint at the end
 
     def __post_init__(self) -> None:
