@@ -355,13 +355,12 @@ def _load_padded(entries: Sequence[ManifestEntry], data: Any) -> tuple[Tensor, T
     return out, lengths
 
 
-def export_model(run_dir: str | Path, dictionary: Dictionary) -> Path:
-    """Write ``RUN/model`` (a dinosr-ctc directory) from ``checkpoints/best.pt`` (else the newest)."""
+def export_model(run_dir: str | Path) -> Path:
+    """Write ``RUN/model`` (a dinosr-ctc directory) from ``checkpoints/best.pt`` (else the newest), with the
+    dictionary stored in that checkpoint."""
     from dinosr.interop.ctc_pretrained import load_ctc_model, save_ctc_model
 
-    model, saved = load_ctc_model(run_dir)
-    if saved.symbols != dictionary.symbols:
-        dictionary = saved
+    model, dictionary = load_ctc_model(run_dir)
     path = save_ctc_model(model, dictionary, Path(run_dir) / EXPORT_DIR)
     log.info("exported the fine-tuned model to %s", path)
     return path

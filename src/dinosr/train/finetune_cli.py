@@ -9,14 +9,11 @@ directory (``dinosr transcribe RUN/model AUDIO``).
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dinosr.train.finetune_config import FinetuneConfig
-
-log = logging.getLogger(__name__)
 
 VALID_REFERENCES = "valid_ref.tsv"  # RUN/valid_ref.tsv: utt<TAB>words of the valid split
 
@@ -55,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dinosr.train.finetune_config import load_finetune_config
-    from dinosr.train.trainer import TrainingDiverged
+    from dinosr.train.launch import exit_status
 
     overrides = list(args.overrides)
     if args.init:
@@ -63,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_scratch:
         overrides += ["finetune.from_scratch=true", 'finetune.init=""']
     cfg = load_finetune_config(args.config, overrides)  # ConfigError: dinosr.cli reports it
-    try:
-        finetune(cfg)
-        return 0
-    except TrainingDiverged as err:
-        log.error("%s", err)
-        return 1
+    return exit_status(finetune, cfg)
 
 
 def _toml_string(text: str) -> str:
@@ -80,47 +72,24 @@ def _toml_string(text: str) -> str:
 
 def finetune(cfg: FinetuneConfig) -> int:
     """Run (or resume) fine-tuning with ``cfg`` in this process; returns the completed step count."""
-    import torch
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from dinosr.train import distributed as dist
     from dinosr.train.ctc_task import CTCTask, export_model, load_init
-    from dinosr.train.lock import RunLock
+    from dinosr.train.launch import run_training, start_process
     from dinosr.train.trainer import Trainer
 
-    env = dist.detect_environment()
-    if cfg.run.num_threads > 0:
-        torch.set_num_threads(cfg.run.num_threads)  # process-wide: set by the entry point
-    device = dist.select_device(env, cfg.run.device)
+    env, device = start_process(cfg)
     cfg, init_model = load_init(cfg)  # before the process group: a bad --init fails at once
-    dist.init_distributed(env, device, backend=cfg.run.dist_backend)
-    trainer = None
-    lock = RunLock(cfg.run.workdir) if env.rank == 0 else None
-    try:
-        if lock is not None:
-            lock.acquire()
+
+    def make_trainer() -> Trainer:
+        nonlocal init_model
         task = CTCTask(cfg, init_model=init_model)
-        del init_model
-        trainer = Trainer(cfg, task=task, device=device)
-        with logging_redirect_tqdm():
-            steps = trainer.fit()
+        init_model = None  # the task has copied its weights: free the pretraining model
+        return Trainer(cfg, task=task, device=device)
+
+    def after_fit(trainer: Trainer) -> None:
         if env.rank == 0:
             # For `dinosr wer RUN/valid_ref.tsv HYP` after `dinosr transcribe RUN/model VALID.tsv`.
-            task.write_valid_references(Path(cfg.run.workdir) / VALID_REFERENCES)
+            trainer.task.write_valid_references(Path(cfg.run.workdir) / VALID_REFERENCES)
             if cfg.finetune.export:
-                export_model(cfg.run.workdir, task.dictionary)
-        log.info("done: %d steps; checkpoints in %s", steps, trainer.checkpoint_dir)
-        if trainer.best is not None:
-            log.info(
-                "best valid %s %.2f at step %d",
-                trainer.best["metric"],
-                trainer.best["value"],
-                trainer.best["step"],
-            )
-        return steps
-    finally:
-        if trainer is not None:
-            trainer.close()
-        dist.shutdown()
-        if lock is not None:
-            lock.release()
+                export_model(cfg.run.workdir)
+
+    return run_training(cfg, env, device, make_trainer, after_fit)
