@@ -39,16 +39,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        # Cross-section checks: audio shorter than one frame of the model's front end would reach the
-        # conv layers ("kernel size can't be greater than actual input size") instead of a clear error.
-        frame = self.model.receptive_field
-        for key in ("min_sample_size", "max_tokens"):
-            value = getattr(self.data, key)
-            if value < frame:
-                raise ConfigError(
-                    f"data.{key} = {value} is shorter than one frame of the model "
-                    f"(receptive field {frame} samples); use at least {frame}"
-                )
+        check_frame_lengths(self.model, self.data)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -56,6 +47,20 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Config:
         return from_plain(cls, data, source=source)
+
+
+def check_frame_lengths(model: ModelConfig, data: DataConfig) -> None:
+    """Cross-section check of every run config: ``data.min_sample_size`` and ``data.max_tokens`` hold at
+    least one frame of the model's front end (shorter audio would reach the conv layers as "kernel size
+    can't be greater than actual input size" instead of a clear error)."""
+    frame = model.receptive_field
+    for key in ("min_sample_size", "max_tokens"):
+        value = getattr(data, key)
+        if value < frame:
+            raise ConfigError(
+                f"data.{key} = {value} is shorter than one frame of the model "
+                f"(receptive field {frame} samples); use at least {frame}"
+            )
 
 
 def to_plain(obj: Any) -> Any:

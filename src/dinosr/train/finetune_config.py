@@ -111,14 +111,9 @@ class FinetuneConfig:
     run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
     def __post_init__(self) -> None:
-        frame = self.model.receptive_field
-        for key in ("min_sample_size", "max_tokens"):
-            value = getattr(self.data, key)
-            if value < frame:
-                raise ConfigError(
-                    f"data.{key} = {value} is shorter than one frame of the model "
-                    f"(receptive field {frame} samples); use at least {frame}"
-                )
+        from dinosr.config import check_frame_lengths
+
+        check_frame_lengths(self.model, self.data)
         if self.finetune.freeze_finetune_updates > self.run.max_steps:
             raise ConfigError(
                 f"finetune.freeze_finetune_updates = {self.finetune.freeze_finetune_updates} is beyond "
