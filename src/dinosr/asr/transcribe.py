@@ -202,7 +202,7 @@ def run_transcription(
     """
     from tqdm import tqdm
 
-    from dinosr.data.audio import AudioError, load_audio
+    from dinosr.data.audio import load_model_inputs
     from dinosr.data.sampler import pack_by_length
 
     if not entries:
@@ -231,27 +231,9 @@ def run_transcription(
     start = time.perf_counter()
     try:
         for batch in batches:
-            wavs, batch_names = [], []
-            for j in batch:
-                e = todo[j]
-                try:
-                    expected = e.num_samples if e.num_samples > 0 else None
-                    wav = load_audio(
-                        e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected
-                    )
-                    if len(wav) < min_samples:  # as dinosr extract: not even one frame for the model
-                        raise AudioError(
-                            e.path,
-                            f"only {len(wav)} samples, shorter than one frame of the model "
-                            f"(receptive field {min_samples} samples at {SAMPLE_RATE} Hz)",
-                        )
-                    wavs.append(wav)
-                    batch_names.append(e.name)
-                except AudioError as err:
-                    if not skip_bad_files:
-                        raise
-                    log.warning("skipping bad file %s: %s", e.name, err)
-                    summary.bad.append((e.name, str(err)))
+            wavs, batch_names = load_model_inputs(
+                [todo[j] for j in batch], min_samples, skip_bad_files=skip_bad_files, bad=summary.bad
+            )
             if wavs:
                 texts = transcribe(
                     model,

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
 
 from dinosr.errors import AudioError
+
+if TYPE_CHECKING:
+    from dinosr.data.manifest import ManifestEntry
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +115,38 @@ def load_audio(
         mono = resample(mono, rate, sample_rate)
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     return standardize(mono) if normalize else mono
+
+
+def load_model_inputs(
+    entries: Sequence[ManifestEntry],
+    min_samples: int,
+    *,
+    skip_bad_files: bool = False,
+    bad: list[tuple[str, str]] | None = None,
+) -> tuple[list[np.ndarray], list[str]]:
+    """Raw 16 kHz waveforms of ``entries`` for inference (the inference code standardises), and their names.
+
+    Audio shorter than ``min_samples`` (the model's receptive field: not even one frame) is an AudioError,
+    as are the manifest's length disagreeing and unreadable files (``dinosr extract``, ``dinosr transcribe``).
+    With ``skip_bad_files`` such a file is logged, appended to ``bad`` as ``(name, message)`` and left out.
+    """
+    wavs, names = [], []
+    for e in entries:
+        try:
+            expected = e.num_samples if e.num_samples > 0 else None
+            wav = load_audio(e.path, sample_rate=16000, normalize=False, expected_samples=expected)
+            if len(wav) < min_samples:  # would reach the conv layers as "kernel size > input size"
+                raise AudioError(
+                    e.path,
+                    f"only {len(wav)} samples, shorter than one frame of the model "
+                    f"(receptive field {min_samples} samples at 16000 Hz)",
+                )
+            wavs.append(wav)
+            names.append(e.name)
+        except AudioError as err:
+            if not skip_bad_files:
+                raise
+            log.warning("skipping bad file %s: %s", e.name, err)
+            if bad is not None:
+                bad.append((e.name, str(err)))
+    return wavs, names

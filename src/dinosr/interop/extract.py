@@ -225,7 +225,7 @@ def run_extraction(
     """
     from tqdm import tqdm
 
-    from dinosr.data.audio import AudioError, load_audio
+    from dinosr.data.audio import load_model_inputs
 
     out = Path(out)
     if not entries:
@@ -257,25 +257,9 @@ def run_extraction(
     bar = tqdm(total=len(sub), unit="utt", desc="extract", disable=not progress)
     lengths = [e.num_samples for e in sub]
     for batch in pack_by_length(lengths, int(batch_seconds * SAMPLE_RATE), alone_above=long_samples):
-        wavs, batch_names = [], []
-        for j in batch:
-            e = sub[j]
-            try:
-                expected = e.num_samples if e.num_samples > 0 else None
-                wav = load_audio(e.path, sample_rate=SAMPLE_RATE, normalize=False, expected_samples=expected)
-                if len(wav) < min_samples:  # would reach the conv layers as "kernel size > input size"
-                    raise AudioError(
-                        e.path,
-                        f"only {len(wav)} samples, shorter than one frame of the model "
-                        f"(receptive field {min_samples} samples at {SAMPLE_RATE} Hz)",
-                    )
-                wavs.append(wav)
-                batch_names.append(e.name)
-            except AudioError as err:
-                if not skip_bad_files:
-                    raise
-                log.warning("skipping bad file %s: %s", e.name, err)
-                summary.bad.append((e.name, str(err)))
+        wavs, batch_names = load_model_inputs(
+            [sub[j] for j in batch], min_samples, skip_bad_files=skip_bad_files, bad=summary.bad
+        )
         if wavs:
             _process_batch(model, wavs, batch_names, out, settings)
             summary.done += len(wavs)
