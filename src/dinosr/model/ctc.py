@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from dinosr.configcheck import check
 from dinosr.model.config import ModelConfig
-from dinosr.model.encoder import FeatureExtractor, FeatureProjection, Transformer, lengths_to_padding_mask
-from dinosr.model.logmel import LogMelFrontend
+from dinosr.model.dinosr import make_encoder, make_front_end
+from dinosr.model.encoder import FeatureProjection, lengths_to_padding_mask
 from dinosr.model.masking import compute_span_mask
 
 if TYPE_CHECKING:
@@ -123,27 +123,13 @@ class DinoSRForCTC(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         d = cfg.embed_dim
-        self.feature_extractor = (
-            LogMelFrontend(cfg.n_mels) if cfg.frontend == "logmel" else FeatureExtractor(cfg.conv_layers)
-        )
+        # The student's modules, built in the same order as DinoSR's (same init RNG use).
+        self.feature_extractor = make_front_end(cfg)
         self.feature_extractor.requires_grad_(False)  # never trained (fairseq feature_grad_mult 0)
         self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
         self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())
         self.dropout_input = nn.Dropout(cfg.dropout_input)
-        self.student = Transformer(
-            d,
-            cfg.num_layers,
-            cfg.num_heads,
-            cfg.ffn_dim,
-            pos_conv_kernel=cfg.pos_conv_layer_kernel,
-            pos_conv_groups=cfg.pos_conv_groups,
-            pos_conv_depth=cfg.pos_conv_depth,
-            dropout=cfg.dropout,
-            attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout,
-            layerdrop=cfg.layerdrop,
-            qkv_bias=cfg.qkv_bias,
-        )
+        self.student = make_encoder(cfg)
         self.final_dropout = nn.Dropout(self.ctc_cfg.final_dropout)
         self.head = nn.Linear(d, vocab_size)
         # fairseq's Linear(): Xavier-uniform weight, zero bias.

@@ -34,6 +34,29 @@ from dinosr.model.remedies import CodebookUpkeep, sample_frames
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 
+def make_front_end(cfg: ModelConfig) -> FeatureExtractor | LogMelFrontend:
+    """The waveform front end of ``cfg``: the conv feature extractor, or the log-mel front end."""
+    return LogMelFrontend(cfg.n_mels) if cfg.frontend == "logmel" else FeatureExtractor(cfg.conv_layers)
+
+
+def make_encoder(cfg: ModelConfig) -> Transformer:
+    """The transformer encoder of ``cfg`` (the student; also the CTC model's encoder)."""
+    return Transformer(
+        cfg.embed_dim,
+        cfg.num_layers,
+        cfg.num_heads,
+        cfg.ffn_dim,
+        pos_conv_kernel=cfg.pos_conv_layer_kernel,
+        pos_conv_groups=cfg.pos_conv_groups,
+        pos_conv_depth=cfg.pos_conv_depth,
+        dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout,
+        layerdrop=cfg.layerdrop,
+        qkv_bias=cfg.qkv_bias,
+    )
+
+
 class EncoderOutput(NamedTuple):
     """Result of :meth:`DinoSR.encode`.
 
@@ -81,26 +104,11 @@ class DinoSR(nn.Module):
         self.cfg = cfg
         self.masking_cfg = masking_cfg if masking_cfg is not None else MaskingConfig()
         d = cfg.embed_dim
-        self.feature_extractor = (
-            LogMelFrontend(cfg.n_mels) if cfg.frontend == "logmel" else FeatureExtractor(cfg.conv_layers)
-        )
+        self.feature_extractor = make_front_end(cfg)
         self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
         self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())  # U[0,1) (spec 3.4)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
-        self.student = Transformer(
-            d,
-            cfg.num_layers,
-            cfg.num_heads,
-            cfg.ffn_dim,
-            pos_conv_kernel=cfg.pos_conv_layer_kernel,
-            pos_conv_groups=cfg.pos_conv_groups,
-            pos_conv_depth=cfg.pos_conv_depth,
-            dropout=cfg.dropout,
-            attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout,
-            layerdrop=cfg.layerdrop,
-            qkv_bias=cfg.qkv_bias,
-        )
+        self.student = make_encoder(cfg)
         self.teacher = make_teacher(self.student, reinit=cfg.teacher_init == "reinit")
         k = cfg.num_codebook_layers
         self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size) for _ in range(k))
