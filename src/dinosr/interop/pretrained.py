@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from dinosr.errors import CheckpointError, UnsafeCheckpointError
-from dinosr.fileio import atomic_write, file_mode
+from dinosr.fileio import atomic_write
 from dinosr.interop.convert import (
     ConversionError,
     detect_layout,
@@ -69,15 +69,13 @@ def configs_from_dict(data: Mapping[str, Any], *, source: str) -> tuple[ModelCon
 
 def save_pretrained(model: DinoSR, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created); returns it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, file_mode())  # the umask's permissions, like any file the user creates
-    os.replace(tmp, directory / WEIGHTS_NAME)
+    with atomic_write(directory / WEIGHTS_NAME) as f:  # the umask's permissions, as any file the user makes
+        f.write(save(state, metadata={"format": "pt"}))
     config = _configs_to_dict(model.cfg, model.masking_cfg)
     with atomic_write(directory / CONFIG_NAME, binary=False) as f:
         f.write(json.dumps(config, indent=2) + "\n")

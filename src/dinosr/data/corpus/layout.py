@@ -7,11 +7,11 @@ live in ``dinosr.data.manifest`` and ``dinosr.data.alignments``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from dinosr.fileio import atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -20,14 +20,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     A crash never leaves a half-written manifest that a later run would trust.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, binary=False) as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
