@@ -189,6 +189,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], *, cls: type = C
     return result
 
 
+def add_set_option(parser: Any, example: str) -> None:
+    """The repeatable ``--set SECTION.KEY=VALUE`` option of the commands that load a config
+    (``args.overrides``, for :func:`load_config`); ``example`` ends its help text."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"override one config value (repeatable), e.g. {example}",
+    )
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, *, cls: type = Config
 ) -> Any:

@@ -14,20 +14,15 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dinosr.config import add_set_option
+
     parser = subparsers.add_parser(
         "pretrain",
         help="DinoSR self-supervised pretraining (resumes from run.workdir)",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("config", help="TOML config file, or a packaged preset name: base, tiny")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable), e.g. --set optim.lr=3e-4 --set data.manifest=train.tsv",
-    )
+    add_set_option(parser, "--set optim.lr=3e-4 --set data.manifest=train.tsv")
     parser.set_defaults(func=run)
 
 

@@ -19,6 +19,7 @@ VALID_REFERENCES = "valid_ref.tsv"  # RUN/valid_ref.tsv: utt<TAB>words of the va
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dinosr.config import add_set_option
     from dinosr.train.finetune_config import PRESETS
 
     parser = subparsers.add_parser(
@@ -27,14 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("config", help=f"TOML config file, or a packaged preset: {', '.join(PRESETS)}")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable), e.g. --set optim.lr=1e-4 --set run.workdir=runs/ft",
-    )
+    add_set_option(parser, "--set optim.lr=1e-4 --set run.workdir=runs/ft")
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--init",
