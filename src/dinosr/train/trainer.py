@@ -17,6 +17,11 @@ One optimizer step (``train_step``), in order:
 
 Every ``run.validate_every`` updates ``task.validate`` runs (every rank) and ``checkpoints/best.pt`` is
 kept for the task's ``best_metric``.
+
+Why one module of ~570 lines: every attribute of `Trainer` is part of the state that ``state_dict`` /
+``load_state_dict`` must restore bit-exactly on resume; keeping the loop and its state in one class keeps
+that invariant checkable in one place. What does not touch that state already lives beside it
+(checkpoint.py, optim.py, schedule.py, distributed.py, metrics_log.py, the tasks; the launch in launch.py).
 """
 
 from __future__ import annotations
