@@ -61,7 +61,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dinosr.train.checkpoint",
     ),
     # applications on top: may import anything
-    "dinosr.evaluate.demo": ("dinosr",),  # until `dinosr demo` moves to dinosr/demo.py
     "dinosr.demo": ("dinosr",),
     "dinosr.cli": ("dinosr",),
     "dinosr.__main__": ("dinosr",),
