@@ -1,8 +1,8 @@
 """Build the real-speech experiment sets from ../shared/data (never committed into the project).
 
 Writes, under DEST (default /work/exp/real):
-  pretrain.tsv             unlabelled pretraining mix: LibriSpeech clips (251 speakers), LJSpeech LJ001 and the
-                           AN4 *training* speakers; root = the shared data folder
+  pretrain.tsv             unlabelled pretraining mix: LibriSpeech clips (251 speakers), LJSpeech LJ001 and
+                           the AN4 *training* speakers; root = the shared data folder
   an4_train.tsv/.ltr/.wrd  AN4 fine-tuning split (the same training speakers)
   an4_dev.tsv/.ltr/.wrd    AN4 dev split: DEV_SPEAKERS speakers drawn with random.Random(0), absent from both
                            pretraining and fine-tuning
