@@ -21,6 +21,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     from dinosr.asr.transcribe import entries_from_inputs, run_transcription
     from dinosr.interop.ctc_pretrained import load_ctc_model
 
+    if args.lexicon is not None and args.lm is None:  # before any file is read: a usage error
+        from dinosr.asr.lm import LMError
+
+        raise LMError("--lexicon needs --lm (the lexicon constrains the LM beam search)")
     entries = entries_from_inputs(args.input)
     model, dictionary = load_ctc_model(args.model, map_location=args.device)
     decoder = None
@@ -34,10 +38,6 @@ def _transcribe(args: argparse.Namespace) -> int:
             word_score=args.word_score,
         )
         decoder = BeamSearchDecoder(dictionary, args.lm, args.lexicon, settings)
-    elif args.lexicon is not None:
-        from dinosr.asr.lm import LMError
-
-        raise LMError("--lexicon needs --lm (the lexicon constrains the LM beam search)")
     summary = run_transcription(
         model,
         dictionary,

@@ -26,6 +26,7 @@ from dinosr.data.corpus.layout import atomic_write_text
 from dinosr.errors import LabelError
 
 __all__ = [
+    "DICT_NAME",
     "SPECIAL_SYMBOLS",
     "WORD_SEPARATOR",
     "Dictionary",
