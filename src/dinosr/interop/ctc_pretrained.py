@@ -46,7 +46,6 @@ CTC_FORMAT = "dinosr-ctc"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-BEST_NAME = "best.pt"
 
 
 def save_ctc_model(model: DinoSRForCTC, dictionary: Dictionary, directory: str | os.PathLike) -> Path:
@@ -181,7 +180,7 @@ def is_ctc_source(path: str | os.PathLike) -> bool:
 
 def find_ctc_checkpoint(run_dir: str | os.PathLike) -> Path:
     """``RUN/checkpoints/best.pt`` if it exists, else the newest ``RUN/checkpoints/checkpoint_*.pt``."""
-    from dinosr.train.checkpoint import latest_checkpoint
+    from dinosr.train.checkpoint import BEST_NAME, latest_checkpoint
 
     checkpoints = Path(run_dir) / "checkpoints"
     if (checkpoints / BEST_NAME).is_file():

@@ -25,6 +25,7 @@ from dinosr.fileio import atomic_write
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
+BEST_NAME = "best.pt"  # the best checkpoint by the task's best_metric (Trainer.save_best)
 # What atomic_write leaves behind when killed mid-write (fileio.temp_name_prefix): ours, safe to delete.
 _TEMP_NAME = re.compile(r"^\.checkpoint_\d+\.pt\..+\.tmp$")
 

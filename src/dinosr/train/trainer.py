@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from dinosr.config import Config, save_config
 from dinosr.train import distributed as dist
 from dinosr.train.checkpoint import (
+    BEST_NAME,
     config_diff,
     load_newest_complete,
     rng_state,
@@ -60,7 +61,6 @@ from dinosr.train.task import StepStats, Task
 log = logging.getLogger(__name__)
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-BEST_NAME = "best.pt"
 # Checkpoint entries of the loop; a task's checkpoint_extras may not reuse them.
 _LOOP_KEYS = frozenset(
     {
