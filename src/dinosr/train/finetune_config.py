@@ -165,12 +165,12 @@ def pretraining_normalize(init: str | Path) -> bool | None:
     """``data.normalize`` of the pretraining run behind ``init``, when its config says so (our run
     directories and their checkpoints); None when unknown (official / spidr files: both standardise)."""
     path = Path(init)
-    candidates = [path / "config.json"] if path.is_dir() else [path.parent.parent / "config.json"]
-    for config in candidates:
-        try:
-            data = json.loads(config.read_text(encoding="utf-8")).get("data", {})
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("normalize"), bool):
-            return data["normalize"]
+    # RUN/config.json of a run directory, or of RUN/checkpoints/FILE.pt
+    config = path / "config.json" if path.is_dir() else path.parent.parent / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")).get("data", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("normalize"), bool):
+        return data["normalize"]
     return None

@@ -57,7 +57,6 @@ class StepStats:
         summed = (int, float, Tensor)
         return [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), summed)]
 
-
     def __add__(self, other: StepStats) -> StepStats:
         if type(other) is not type(self):
             raise TypeError(f"cannot add {type(other).__name__} to {type(self).__name__}")
