@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES = [
     "dinosr.interop.cli",  # convert, export, extract
     "dinosr.evaluate.cli",  # evaluate
     "dinosr.demo",  # demo
+    "dinosr.asr.cli",  # wer, transcribe
     "dinosr.asr.labels_cli",  # labels
 ]
 
