@@ -73,7 +73,7 @@ def test_cpu_small_is_a_small_cpu_recipe():
     cfg = load_finetune_config("cpu_small")
     assert cfg.model.embed_dim == 256
     assert cfg.model.num_layers == 4
-    # Chosen on AN4 (docs/finetuning.md): no encoder freeze and a 1e-3 peak beat fairseq's freeze for this size.
+    # Chosen on AN4 (docs/finetuning.md): no encoder freeze and a 1e-3 peak beat fairseq's freeze here.
     assert cfg.finetune.freeze_finetune_updates == 0
     assert cfg.optim.lr == pytest.approx(1e-3)
     assert 16 * 16000 <= cfg.data.max_tokens <= 32 * 16000
