@@ -129,6 +129,30 @@ def test_resume_is_bit_exact(tmp_path, corpus):
     assert [r["step"] for r in rows if "valid_wer" in r] == [2, 4, 6]  # step 4 logged once
 
 
+def test_resume_is_bit_exact_with_speed_perturbation(tmp_path, corpus):
+    """The speed factors come from the checkpointed RNG: a killed and resumed run ends on the same weights,
+    and the perturbation changes the training (other weights than without it)."""
+    run, data = {"save_every": 3}, {"speed_perturb": [0.85, 1.15]}
+    straight = ft_trainer(ft_config(tmp_path / "a", corpus, run=run, data=data))
+    straight.fit()
+    straight.close()
+    workdir = tmp_path / "b"
+    first = ft_trainer(ft_config(workdir, corpus, run=run, data=data))
+    assert first.fit(until_step=4) == 4
+    first.close()
+    latest_checkpoint(workdir / "checkpoints").unlink()
+    second = ft_trainer(ft_config(workdir, corpus, run=run, data=data))
+    assert second.fit() == 6
+    second.close()
+    plain = ft_trainer(ft_config(tmp_path / "c", corpus, run=run))
+    plain.fit()
+    plain.close()
+    final, reference, unperturbed = _state(second), _state(straight), _state(plain)
+    for key, value in reference.items():
+        assert torch.equal(final[key], value), key
+    assert any(not torch.equal(unperturbed[k], v) for k, v in reference.items())
+
+
 def test_validation_logs_wer_keeps_best_by_wer_and_exports(tmp_path, corpus):
     cfg = ft_config(tmp_path / "run", corpus, run={"validate_every": 2, "max_steps": 6})
     assert finetune(cfg) == 6

@@ -238,14 +238,21 @@ class CTCTask(Task):
         if mask is not None:
             raise ValueError("CTCTask samples its own time/channel masks (ctc.mask_prob); no mask override")
         targets = [self.labels[name] for name in batch.names]
-        out = model(batch.waveforms, batch.lengths, freeze_encoder=step < self.freeze_updates)
+        waveforms, lengths = batch.waveforms, batch.lengths
+        if self.cfg.data.speed_perturb:
+            from dinosr.data.augment import speed_perturb
+
+            low, high = self.cfg.data.speed_perturb
+            rate = self.cfg.data.sample_rate
+            waveforms, lengths = speed_perturb(waveforms, lengths, (low, high), sample_rate=rate)
+        out = model(waveforms, lengths, freeze_encoder=step < self.freeze_updates)
         loss = ctc_loss_sum(out.logits, out.frame_lengths, targets, blank=self.dictionary.blank)
         stats = CTCStats(
             loss_sum=loss.detach().double(),
             utterances=float(len(targets)),
             frames=float(out.frame_lengths.sum()),
             tokens=float(sum(len(t) for t in targets)),
-            audio_samples=float(batch.lengths.sum()),
+            audio_samples=float(lengths.sum()),
         )
         return loss, stats
 

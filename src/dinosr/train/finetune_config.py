@@ -69,9 +69,19 @@ class FinetuneDataConfig(DataConfig):
     max_sample_size: int = 3_200_000  # longer ones are dropped, not cropped
     max_tokens: int = 3_200_000  # dataset.max_tokens (200 s per batch)
     batching: Literal["crop", "pad"] = "pad"  # only "pad": the transcript needs the whole utterance
+    # Speed perturbation of training utterances (Kaldi/ESPnet): one factor per utterance drawn uniformly
+    # from [low, high]; () = off (fairseq). A factor below 1 lengthens the utterance past max_tokens by up
+    # to 1 / low. dinosr.data.augment.
+    speed_perturb: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(
+            len(self.speed_perturb) in (0, 2)
+            and all(0.5 <= f <= 2.0 for f in self.speed_perturb)
+            and tuple(sorted(self.speed_perturb)) == tuple(self.speed_perturb),
+            "data.speed_perturb must be [] (off) or [low, high] with 0.5 <= low <= high <= 2",
+        )
         check(
             self.batching == "pad",
             "data.batching must be 'pad' for fine-tuning (a crop would cut the audio of a transcript)",

@@ -30,7 +30,7 @@ def build_optimizer(
         cfg: betas, eps, weight decay and peak LR (the trainer overwrites ``lr`` every step).
         frozen: leave out the extractor group (resuming after the freeze step), so the group
             layout matches the optimizer state saved after :func:`drop_group`.
-        fused: use the fused CUDA kernel.
+        fused: use the fused kernel (CUDA; CPU since torch 2.4).
     """
     groups = []
     for group in model.param_groups():
