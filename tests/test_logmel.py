@@ -74,3 +74,54 @@ def test_logmel_model_trains_and_refuses_hf_export(tmp_path):
     assert model.feature_projection.projection.weight.grad is not None
     with pytest.raises(ValueError, match="frontend='logmel'"):
         export_hf(model, tmp_path / "hf")
+
+
+def test_warp_matrix_moves_a_tone_by_the_factor():
+    """VTLP reference: a spectrum with one peak at bin 40 -> peak at bin 40 * factor; factor 1 = identity."""
+    from dinosr.model.logmel import warp_matrix
+
+    bins = 257
+    spectrum = torch.zeros(bins)
+    spectrum[40] = 1.0
+    factors = torch.tensor([1.0, 1.2, 0.8])
+    warped = spectrum @ warp_matrix(factors, bins)  # (3, F)
+    torch.testing.assert_close(warp_matrix(torch.tensor([1.0]), bins)[0], torch.eye(bins))
+    assert int(warped[1].argmax()) == 48
+    assert int(warped[2].argmax()) == 32
+    # Linear interpolation: output bin k = input at k / factor; a linear ramp maps to a scaled ramp.
+    ramp = torch.arange(bins, dtype=torch.float32)
+    got = ramp @ warp_matrix(torch.tensor([1.25]), bins)[0]
+    torch.testing.assert_close(got, ramp / 1.25)
+    stretched = ramp @ warp_matrix(torch.tensor([0.8]), bins)[0]
+    torch.testing.assert_close(stretched[:200], ramp[:200] / 0.8)
+    assert torch.all(stretched[206:] == 0)  # bins that would read beyond Nyquist get nothing
+
+
+def test_student_vtlp_warps_only_the_students_view_in_training():
+    from dataclasses import replace
+
+    from dinosr.model.config import tiny_model_config
+    from dinosr.model.dinosr import DinoSR
+
+    cfg = replace(tiny_model_config(), frontend="logmel", n_mels=20, student_vtlp=0.2)
+    model = DinoSR(cfg)
+    wav = torch.randn(2, 8000)
+    features, _ = model.features(wav)
+    model.eval()
+    assert torch.equal(model._student_features(wav, features), features)
+    model.train()
+    torch.manual_seed(0)
+    warped = model._student_features(wav, features)
+    assert warped.shape == features.shape
+    assert not torch.allclose(warped, features)
+    torch.manual_seed(0)
+    factors = torch.empty(2).uniform_(0.8, 1.2)
+    expected = model.feature_projection(model.feature_extractor(wav, warp=factors))
+    torch.testing.assert_close(warped, expected)
+
+
+def test_student_vtlp_needs_the_logmel_front_end():
+    from dinosr.model.config import ModelConfig
+
+    with pytest.raises(ValueError, match="student_vtlp"):
+        ModelConfig(student_vtlp=0.1)

@@ -8,6 +8,8 @@ Writes, under DEST (default /work/exp/real):
                            pretraining and fine-tuning
   an4_speakers.tsv         utt<TAB>speaker for both AN4 splits
   fsdd_eval.tsv            FSDD recordings (never used in training)
+  fsdd_dev.tsv             dev set (c): FSDD's test takes 0-4 (300 recordings, 6 speakers)
+  fsdd_speakers.tsv        FSDD utterance -> speaker
 
 The AN4 dev speakers are disjoint from everything the models train on, so every AN4 dev number is on speakers
 the model never heard. Usage: python research/real_speech/make_data.py [--shared ../shared] [--dest DIR]
@@ -73,6 +75,11 @@ def main() -> None:
     files = sorted(fsdd.glob("*.wav"))
     write_lines(dest / "fsdd_eval.tsv", [str(fsdd)] + [f"{f.name}\t{sf.info(f).frames}" for f in files])
     print(f"fsdd: {len(files)} recordings (8 kHz; resampled by the loader)")
+    # Dev set (c): FSDD's official test takes (0-4) of its 6 speakers, and the utterance -> speaker file.
+    test = [f for f in files if int(f.stem.split("_")[2]) < 5]
+    write_lines(dest / "fsdd_dev.tsv", [str(fsdd)] + [f"{f.name}\t{sf.info(f).frames}" for f in test])
+    write_lines(dest / "fsdd_speakers.tsv", [f"{f.stem}\t{f.stem.split('_')[1]}" for f in files])
+    print(f"fsdd dev: {len(test)} recordings (takes 0-4)")
 
 
 if __name__ == "__main__":
