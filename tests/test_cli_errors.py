@@ -1,4 +1,7 @@
-"""The `dinosr` error boundary: bad input made for real -> one line `dinosr CMD: error: ...`, exit 2."""
+"""The `dinosr` error boundary: bad input made for real -> one line `dinosr CMD: error: ...`, exit 2.
+
+(A diverged training is the one error with exit status 1.)
+"""
 
 from __future__ import annotations
 
@@ -137,6 +140,29 @@ def test_pretrain_empty_workdir_and_too_small_budget(tmp_path, capsys, corpus):
         "dinosr pretrain: error: data.min_sample_size = 100 is shorter than one frame of the model "
         "(receptive field 400 samples); use at least 400"
     )
+
+
+def test_pretrain_diverged(tmp_path, capsys, corpus, monkeypatch):
+    # Every step's loss made NaN (as test_trainer's NaN guard does): the run stops after max_bad_steps
+    # with one line naming the work directory and what to change, exit status 1 (not 2: input was fine).
+    from dinosr.model.dinosr import DinoSR
+
+    forward = DinoSR.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        out.losses = out.losses * float("nan")
+        return out
+
+    monkeypatch.setattr(DinoSR, "forward", poisoned)
+    config = _config_file(tmp_path, corpus)
+    code, line = run_cli(capsys, ["pretrain", str(config), "--set", "run.max_bad_steps=2"])
+    assert code == 1
+    assert line.startswith(
+        f"dinosr pretrain: error: {tmp_path / 'run'}: training diverged: "
+        "2 non-finite steps in a row at step 0; lower optim.lr"
+    )
+    assert not (tmp_path / "run" / "run.lock").exists()  # the lock is released on the way out
 
 
 def _manifest(tmp_path: Path, samples: list[int]) -> Path:

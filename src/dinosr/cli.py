@@ -6,8 +6,8 @@ configured here and nowhere else.
 
 Error boundary: a :class:`dinosr.errors.DinosrError` (bad input: a file, a config value, a busy work
 directory) or an ``OSError`` about a named file is printed as one line, ``dinosr <command>: error:
-<message>``, with exit status 2; ``--debug`` (or ``DINOSR_DEBUG=1``) adds the traceback. Any other
-exception is a bug and keeps its traceback.
+<message>``, with exit status 2 (or the error's ``exit_status``: 1 for a diverged training); ``--debug``
+(or ``DINOSR_DEBUG=1``) adds the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         command = " ".join(filter(None, [args.command, getattr(args, "corpus_command", None)]))
         print(f"dinosr {command}: error: {message}", file=sys.stderr)
-        return 2
+        return err.exit_status if isinstance(err, DinosrError) else 2
     except KeyboardInterrupt:
         print(f"dinosr {args.command}: interrupted", file=sys.stderr)
         return 130

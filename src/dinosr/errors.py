@@ -1,7 +1,8 @@
 """The exceptions the library raises for bad input: one base class, so the `dinosr` command has one boundary.
 
 Every class here means "the user's file, config or environment is wrong", never "dinosr has a bug": the
-command line prints ``dinosr <command>: error: <message>`` for them (exit status 2) instead of a traceback,
+command line prints ``dinosr <command>: error: <message>`` for them (exit status ``exit_status``, 2
+unless the class says otherwise) instead of a traceback,
 so each message must name the file (and line, key, ...) and the problem on its own. Library users
 catch them like any exception; each also derives from the builtin it replaced (``ValueError``,
 ``RuntimeError``, ...), so code written against the older classes keeps working.
@@ -29,6 +30,10 @@ __all__ = [
 
 class DinosrError(Exception):
     """Base class of every user-facing error; ``str(err)`` is a complete one-line explanation."""
+
+    # The `dinosr` command's exit status for this error; a subclass whose input was fine but whose run
+    # failed (training diverged) overrides it, so scripts can tell "fix the input" from "change settings".
+    exit_status: int = 2
 
 
 class ConfigError(DinosrError, ValueError):

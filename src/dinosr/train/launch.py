@@ -80,12 +80,11 @@ def run_training(
 
 
 def exit_status(train: Callable[[Any], int], cfg: Any) -> int:
-    """``train(cfg)`` as a command's exit status: 0, or 1 when training diverged (logged, no traceback)."""
-    from dinosr.train.trainer import TrainingDiverged
+    """``train(cfg)`` as a command's exit status: 0 once it completed.
 
-    try:
-        train(cfg)
-        return 0
-    except TrainingDiverged as err:
-        log.error("%s", err)
-        return 1
+    A diverged run raises ``TrainingDiverged``, a DinosrError: it is not caught here but at the one error
+    boundary, :func:`dinosr.cli.main`, which prints it as one ``dinosr <command>: error:`` line, exit
+    status 1.
+    """
+    train(cfg)
+    return 0

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from dinosr.config import Config, save_config
+from dinosr.errors import DinosrError
 from dinosr.train import distributed as dist
 from dinosr.train.checkpoint import (
     BEST_NAME,
@@ -70,8 +71,14 @@ _LOOP_KEYS = frozenset(
 )
 
 
-class TrainingDiverged(RuntimeError):
-    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+class TrainingDiverged(DinosrError, RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient; the message names the workdir.
+
+    A DinosrError so `dinosr pretrain` / `dinosr finetune` print it as one line, not a traceback; exit
+    status 1 (not 2): the input was readable, the settings made the run fail.
+    """
+
+    exit_status = 1
 
 
 def seed_process(seed: int) -> None:
@@ -408,8 +415,9 @@ class Trainer:
             )
             if self.bad_steps >= self.cfg.run.max_bad_steps:
                 raise TrainingDiverged(
-                    f"{self.bad_steps} non-finite steps in a row at step {self.step}; lower optim.lr, "
-                    "enable optim.clip_norm or use precision=fp32"
+                    f"{self.workdir}: training diverged: {self.bad_steps} non-finite steps in a row at "
+                    f"step {self.step}; lower optim.lr, enable optim.clip_norm or use precision=fp32, then "
+                    "rerun (it resumes from the newest checkpoint there)"
                 )
         elif reason == "overflow":
             log.debug(
