@@ -24,6 +24,7 @@ else:  # pragma: no cover
 
 from dinosr.data.config import DataConfig
 from dinosr.errors import ConfigError
+from dinosr.fileio import atomic_write_text
 from dinosr.model.config import MaskingConfig, ModelConfig
 from dinosr.train.config import OptimConfig, RunConfig
 
@@ -224,4 +225,5 @@ def load_config(
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    """Write ``config`` as JSON, atomically (a resumed run rewrites its workdir's config.json)."""
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "file_mode", "temp_name_prefix"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "file_mode", "temp_name_prefix"]
 
 
 def _umask() -> int:
@@ -53,7 +53,10 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = True, fsync: bool = 
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as err:  # e.g. a missing directory: name the file asked for, not the temporary name
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             yield f
@@ -65,3 +68,18 @@ def atomic_write(path: str | os.PathLike, *, binary: bool = True, fsync: bool = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one, never half."""
+    with atomic_write(path, binary=False) as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    For safetensors, ``atomic_write_bytes(path, safetensors.torch.save(...))``: ``save_file`` writes in place.
+    """
+    with atomic_write(path) as f:
+        f.write(data)

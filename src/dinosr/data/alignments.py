@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from dinosr.errors import LabelError
+from dinosr.fileio import atomic_write_text
 
 SILENCE = "sil"
 FRAME_STEP = 0.02  # DinoSR's frame rate (320-sample hop at 16 kHz)
@@ -151,7 +152,7 @@ def write_alignment_tsv(alignments: Mapping[str, Sequence[Segment]], path: str |
     lines = ["utt\tstart\tend\tphone"]
     for utt, segments in alignments.items():
         lines += [f"{utt}\t{s.start:.6g}\t{s.end:.6g}\t{s.phone}" for s in segments]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_frame_label_tsv(path: str | os.PathLike, *, frame_step: float) -> dict[str, list[Segment]]:
@@ -170,7 +171,7 @@ def read_frame_label_tsv(path: str | os.PathLike, *, frame_step: float) -> dict[
 
 def write_frame_label_tsv(labels: Mapping[str, Sequence[str]], path: str | os.PathLike) -> None:
     """Write ``{uid: per-frame labels}`` as ``uid<TAB>p1,p2,...`` lines."""
-    Path(path).write_text("".join(f"{u}\t{','.join(ls)}\n" for u, ls in labels.items()), encoding="utf-8")
+    atomic_write_text(path, "".join(f"{u}\t{','.join(ls)}\n" for u, ls in labels.items()))
 
 
 def read_alignment_jsonl(path: str | os.PathLike, *, frame_step: float) -> dict[str, list[Segment]]:
@@ -195,9 +196,8 @@ def read_alignment_jsonl(path: str | os.PathLike, *, frame_step: float) -> dict[
 
 def write_alignment_jsonl(labels: Mapping[str, Sequence[str]], path: str | os.PathLike) -> None:
     """Write ``{name: per-frame labels}`` as JSONL ``{"name", "phones"}``."""
-    with open(path, "w", encoding="utf-8") as f:
-        for name, phones in labels.items():
-            f.write(json.dumps({"name": name, "phones": list(phones)}) + "\n")
+    lines = [json.dumps({"name": name, "phones": list(phones)}) + "\n" for name, phones in labels.items()]
+    atomic_write_text(path, "".join(lines))
 
 
 def read_textgrid(path: str | os.PathLike, *, tier: str = "phones") -> list[Segment]:

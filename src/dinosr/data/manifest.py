@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import soundfile
 from tqdm import tqdm
 
 from dinosr.errors import ManifestError
+from dinosr.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -211,27 +213,28 @@ def write_manifest(
     """
     path = Path(path)
     fmt = _format_of(path)
+    # Built in memory, then written atomically: overwriting a manifest never leaves half of one behind.
+    text = io.StringIO()
     if fmt == ".tsv":
         if root is None:
             root = os.path.commonpath([str(e.path.parent) for e in entries]) if entries else os.getcwd()
         root = str(root)
         lines = [root] + [f"{os.path.relpath(e.path, root)}\t{e.num_samples}" for e in entries]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text.write("\n".join(lines) + "\n")
     elif fmt == ".csv":
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            with_rate = any(e.sample_rate for e in entries)
-            writer.writerow(["fileid", "path", "num_samples"] + (["sample_rate"] if with_rate else []))
-            for e in entries:
-                row = [e.name, str(e.path), e.num_samples]
-                writer.writerow(row + ([e.sample_rate or ""] if with_rate else []))
+        writer = csv.writer(text, lineterminator="\n")
+        with_rate = any(e.sample_rate for e in entries)
+        writer.writerow(["fileid", "path", "num_samples"] + (["sample_rate"] if with_rate else []))
+        for e in entries:
+            row = [e.name, str(e.path), e.num_samples]
+            writer.writerow(row + ([e.sample_rate or ""] if with_rate else []))
     else:
-        with open(path, "w", encoding="utf-8") as f:
-            for e in entries:
-                obj = {"name": e.name, "path": str(e.path), "num_samples": e.num_samples}
-                if e.sample_rate:
-                    obj["sample_rate"] = e.sample_rate
-                f.write(json.dumps(obj) + "\n")
+        for e in entries:
+            obj = {"name": e.name, "path": str(e.path), "num_samples": e.num_samples}
+            if e.sample_rate:
+                obj["sample_rate"] = e.sample_rate
+            text.write(json.dumps(obj) + "\n")
+    atomic_write_text(path, text.getvalue())
 
 
 # ----------------------------------------------------------------------------- directory scan
@@ -303,8 +306,8 @@ def scan_directory(
                 train_lines.append(line)
             else:
                 valid_lines.append(line)
-    Path(dest, "train.tsv").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
+    atomic_write_text(Path(dest, "train.tsv"), "\n".join(train_lines) + "\n")
     if valid_percent > 0:
-        Path(dest, "valid.tsv").write_text("\n".join(valid_lines) + "\n", encoding="utf-8")
+        atomic_write_text(Path(dest, "valid.tsv"), "\n".join(valid_lines) + "\n")
     result.num_train, result.num_valid = len(train_lines) - 1, len(valid_lines) - 1
     return result

@@ -51,6 +51,8 @@ from typing import Literal
 
 import numpy as np
 
+from dinosr.fileio import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -127,7 +129,7 @@ class ItemFile:
             f"{it.file} {_fmt(it.onset)} {_fmt(it.offset)} {it.phone} {it.prev} {it.next} {it.speaker}"
             for it in self.items
         ]
-        Path(path).write_text("\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")  # overwriting an item file never half-writes it
 
     @classmethod
     def from_alignments_file(

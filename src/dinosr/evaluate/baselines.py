@@ -24,6 +24,8 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from dinosr.fileio import atomic_write_bytes
+
 __all__ = ["KMeansQuantizer", "mfcc_features", "require"]
 
 SAMPLE_RATE = 16000
@@ -140,12 +142,13 @@ class KMeansQuantizer:
 
     def save(self, path: str | Path) -> None:
         """Write the centroids as a safetensors file (tensor ``centroids``, (K, D) float32)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         if self.centroids is None:
             raise RuntimeError("nothing to save: KMeansQuantizer is not fitted")
         meta = {"n_clusters": str(self.n_clusters), "kind": "dinosr.KMeansQuantizer"}
-        save_file({"centroids": self.centroids.contiguous()}, str(path), metadata=meta)
+        # Atomic: an interrupted save keeps the previous centroids file, never a truncated one.
+        atomic_write_bytes(path, save({"centroids": self.centroids.contiguous()}, metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> KMeansQuantizer:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from dinosr.fileio import atomic_write
+
 __all__ = [
     "PHONE_CLASSES",
     "phone_order",
@@ -105,7 +107,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, bbox_inches="tight", facecolor="white")
+    # Atomic, through a file object: savefig cannot see the final name, so it is told the format.
+    with atomic_write(path) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight", facecolor="white")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
+from dinosr.fileio import atomic_write_bytes, atomic_write_text
 from dinosr.model.dinosr import DinoSR
 
 __all__ = ["EXTRA_NAME", "export_hf", "hf_config", "hf_preprocessor_config", "hf_state_dict"]
@@ -137,22 +138,22 @@ def export_hf(model: DinoSR, directory: str | os.PathLike) -> Path:
     ``Data2VecAudioModel.from_pretrained(directory)`` then gives hidden states equal to ours
     (``kind="hidden"``, layers 0..L) on standardised input (``Wav2Vec2FeatureExtractor(do_normalize=True)``).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from dinosr.interop.pretrained import _configs_to_dict
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(hf_state_dict(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n", encoding="utf-8")
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(hf_preprocessor_config(), indent=2) + "\n", encoding="utf-8"
-    )
+    # Each file atomically: re-exporting over an earlier export never leaves a half-written file there.
+    atomic_write_bytes(directory / "model.safetensors", save(hf_state_dict(model), metadata={"format": "pt"}))
+    atomic_write_text(directory / "config.json", json.dumps(hf_config(model), indent=2) + "\n")
+    preprocessor = json.dumps(hf_preprocessor_config(), indent=2) + "\n"
+    atomic_write_text(directory / "preprocessor_config.json", preprocessor)
     extra = {
         k: v.detach().cpu().contiguous().clone()
         for k, v in model.state_dict().items()
         if k.startswith(("heads.", "codebooks.", "teacher.", "codebook_upkeep."))
     }
     meta = {"format": "pt", "dinosr_config": json.dumps(_configs_to_dict(model.cfg, model.masking_cfg))}
-    save_file(extra, str(directory / EXTRA_NAME), metadata=meta)
+    atomic_write_bytes(directory / EXTRA_NAME, save(extra, metadata=meta))
     return directory
