@@ -3,7 +3,7 @@
 # the same number of updates, 30-minute guard each), dev WER/CER on AN4 speakers absent from pretraining and
 # fine-tuning.  Usage:
 #   python research/real_speech/make_data.py                      # once: /work/exp/real/an4_{train,dev}.*
-#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a b c d e (default: all)
+#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a b c d e f g (default: a-e)
 # Environment: DATA (default /work/exp/real), OUT (default /work/exp/an4_table), DEMO_RUN (the `dinosr demo`
 # training run, default /work/exp/demo_head/train), REAL_RUN (the real-speech pretraining run, default
 # $DATA/pt_seed1: `dinosr pretrain configs/tiny.toml --set data.manifest=$DATA/pretrain.tsv`), STEPS (1500).
@@ -25,6 +25,8 @@ for row in $ROWS; do
     c) args=(--init "$REAL_RUN") ;;                               # pretrained on real unlabelled speech
     d) args=(--from-scratch --set finetune.freeze_finetune_updates=0 --set optim.lr=1e-3) ;;  # log-mel CTC baseline
     e) args=(--init "$REAL_RUN" --set finetune.freeze_finetune_updates=0 --set optim.lr=1e-3) ;;  # (c) with (d)'s recipe
+    f) args=(--from-scratch --set 'data.speed_perturb=[0.9,1.1]') ;;       # (d) + speed perturbation
+    g) args=(--init "$REAL_RUN" --set 'data.speed_perturb=[0.9,1.1]') ;;   # (e) + speed perturbation
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   dinosr finetune cpu_small "${args[@]}" "${common[@]}" --set "run.workdir=$OUT/$row" > "$OUT/$row.log" 2>&1
