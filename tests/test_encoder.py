@@ -132,3 +132,49 @@ def test_initialisation():
     assert abs(conv.std().item() - math.sqrt(2 / (16 * 3))) < 0.03
     assert not hasattr(model.student.pos_conv, "weight_g")  # no weight norm
     assert model.student.pos_conv.convs[0].kernel_size == (3,)
+
+
+def test_half_attention_with_dropout_matches_sdpa():
+    """The bf16 training attention path: without dropout it equals SDPA (bf16 tolerance, padded keys
+    masked); with dropout its mean over many draws tends to the dropout-free output (inverted dropout)."""
+    import torch.nn.functional as F
+
+    from dinosr.model.encoder import half_attention_with_dropout
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 20, dtype=torch.bool)
+    mask[1, ..., 15:] = False  # padded keys of the second utterance
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    half = [x.to(torch.bfloat16) for x in (q, k, v)]
+    got = half_attention_with_dropout(*half, mask, 0.0)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+    torch.manual_seed(0)
+    draws = torch.stack([half_attention_with_dropout(*half, mask, 0.3).float() for _ in range(400)])
+    assert not torch.allclose(draws[0], expected, atol=3e-2)
+    torch.testing.assert_close(draws.mean(0), expected, atol=0.12, rtol=0.0)
+    # A padded key gets no weight, dropout or not: changing its value changes nothing.
+    v2 = half[2].clone()
+    v2[1, :, 15:] = 100.0
+    torch.manual_seed(1)
+    a = half_attention_with_dropout(half[0], half[1], half[2], mask, 0.3)
+    torch.manual_seed(1)
+    b = half_attention_with_dropout(half[0], half[1], v2, mask, 0.3)
+    assert torch.equal(a, b)
+
+
+def test_bf16_training_uses_the_half_path_and_fp32_uses_sdpa(monkeypatch):
+    from dinosr.model import encoder
+
+    calls = []
+    real = encoder.half_attention_with_dropout
+    monkeypatch.setattr(encoder, "half_attention_with_dropout", lambda *a: calls.append(1) or real(*a))
+    attention = encoder.SelfAttention(16, 2, dropout=0.1).train()
+    x = torch.randn(2, 5, 16)
+    attention(x)
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attention(x)
+        attention.eval()(x)  # no dropout in eval: SDPA's fused kernel
+    assert calls == [1]

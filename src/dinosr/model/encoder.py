@@ -143,8 +143,27 @@ class SelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        if p > 0 and q.dtype in (torch.bfloat16, torch.float16):
+            out = half_attention_with_dropout(q, k, v, attn_mask, p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def half_attention_with_dropout(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, p: float
+) -> Tensor:
+    """Softmax attention with dropout on the weights, for bf16/fp16 q, k, v (B, H, T, Dh) in training.
+
+    What ``scaled_dot_product_attention`` computes, written out: with dropout, SDPA has no fused CPU kernel
+    and its math path upcasts q, k, v to fp32; here the two products stay in the half type (fp32 only for
+    the softmax), about 2x faster per layer on CPU (docs/performance.md).
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = F.dropout(torch.softmax(scores.float(), dim=-1).to(q.dtype), p, training=True)
+    return weights @ v
 
 
 class TransformerLayer(nn.Module):
