@@ -178,3 +178,45 @@ def test_bf16_training_uses_the_half_path_and_fp32_uses_sdpa(monkeypatch):
         attention(x)
         attention.eval()(x)  # no dropout in eval: SDPA's fused kernel
     assert calls == [1]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_conv_block_equals_conv1d_reference(bf16):
+    """Both ConvBlock paths (fp32: unfolded GEMM; CPU bf16 autocast: NHWC conv2d) against conv1d on (B, C, T)
+    with the LayerNorm over channels, forward and gradients."""
+    import torch.nn.functional as F
+
+    from dinosr.model.encoder import ConvBlock
+
+    torch.manual_seed(0)
+    block = ConvBlock(8, 16, kernel=3, stride=2)
+    x = torch.randn(2, 41, 8, requires_grad=True)
+
+    def reference(inp):
+        y = F.conv1d(inp.transpose(1, 2), block.conv.weight, stride=2).transpose(1, 2)
+        return F.gelu(block.layer_norm(y))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        got, expected = block(x), reference(x)
+    assert got.shape == (2, 20, 16)
+    assert got.is_contiguous()
+    tol = {"atol": 3e-2, "rtol": 3e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(got.float(), expected.float(), **tol)
+    (g_got,) = torch.autograd.grad(got.float().square().sum(), block.conv.weight)
+    (g_ref,) = torch.autograd.grad(expected.float().square().sum(), block.conv.weight)
+    scale = float(g_ref.abs().max())
+    torch.testing.assert_close(g_got / scale, g_ref / scale, atol=tol["atol"] * 2, rtol=0.0)
+
+
+def test_conv_block_takes_the_nhwc_path_only_in_bf16(monkeypatch):
+    from dinosr.model.encoder import ConvBlock
+
+    block = ConvBlock(4, 4, kernel=2, stride=2)
+    calls = []
+    real = block._conv_nhwc
+    monkeypatch.setattr(block, "_conv_nhwc", lambda x: calls.append(1) or real(x))
+    block(torch.randn(1, 10, 4))
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        block(torch.randn(1, 10, 4))
+    assert calls == [1]
