@@ -284,26 +284,3 @@ def test_ctc_loss_sum_zero_infinity_and_fp32():
 def test_ctc_loss_sum_needs_lengths_for_padded_targets():
     with pytest.raises(ValueError, match="target_lengths"):
         ctc_loss_sum(torch.zeros(1, 3, V), torch.tensor([3]), torch.tensor([[1, 2]]))
-
-
-def test_vtlp_warps_the_training_input_only():
-    """ctc.vtlp: the transformer sees the log-mel of a warped filterbank while masking (training), with
-    factors from the global RNG; decoding (no masks) sees the plain log-mel."""
-    cfg = CTCConfig(vtlp=0.2, dropout_input=0.0, mask_prob=0.0, mask_channel_prob=0.0)
-    ctc = _ctc(cfg, frontend="logmel")
-    assert ctc.cfg.student_vtlp == 0.2
-    captured = []
-    ctc.student.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().clone()))
-    wav = _wav()
-    torch.manual_seed(5)
-    ctc.train()(wav)
-    torch.manual_seed(5)
-    factors = torch.empty(2).uniform_(0.8, 1.2)
-    with torch.no_grad():
-        warped = ctc.feature_projection(ctc.feature_extractor(wav, warp=factors))
-        plain = ctc.feature_projection(ctc.feature_extractor(wav))
-    torch.testing.assert_close(captured[-1], warped)
-    ctc.eval()(wav)
-    torch.testing.assert_close(captured[-1], plain)
-    with pytest.raises(ValueError, match="student_vtlp"):
-        _ctc(CTCConfig(vtlp=0.2))  # the conv front end has no filterbank to warp

@@ -66,9 +66,6 @@ class ModelConfig:
     anchor_mels: int = 40  # mel bands of the anchor features
     anchor_context: int = 1  # frames stacked on each side of the anchor features
     anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
-    # >0 (log-mel only): the student sees its log-mel with frequencies scaled by a per-utterance factor in
-    # [1 - x, 1 + x] (VTLP), the teacher the unwarped one: targets must not depend on the vocal tract.
-    student_vtlp: float = 0.0
 
     # Removed options (research/small_batch.md: no shipped recipe used them and the ablations did not keep
     # them). Configs of older runs still name them; they load when the value is the one that meant "off"
@@ -108,11 +105,6 @@ class ModelConfig:
         check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
         check(self.anchor_context >= 0, "anchor_context must be >= 0")
         check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
-        check(0.0 <= self.student_vtlp < 0.5, "student_vtlp must be in [0, 0.5) (0 = off)")
-        check(
-            self.student_vtlp == 0.0 or self.frontend == "logmel",
-            "student_vtlp needs frontend = 'logmel' (it warps the log-mel filterbank)",
-        )
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         check(
             self.head_placement == "final" or self.layerdrop == 0.0,

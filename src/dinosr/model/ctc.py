@@ -71,9 +71,6 @@ class CTCConfig:
     require_same_masks: bool = True  # require_same_masks
     mask_channel_prob: float = 0.5  # mask_channel_prob (channels zeroed across all frames)
     mask_channel_length: int = 64  # mask_channel_length
-    # >0 (log-mel models only): VTLP of the training input, frequencies scaled by a per-utterance factor in
-    # [1 - x, 1 + x] (model.student_vtlp of the CTC model; not in fairseq)
-    vtlp: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("final_dropout", "dropout", "attention_dropout", "activation_dropout", "dropout_input"):
@@ -84,7 +81,6 @@ class CTCConfig:
         check(self.mask_length >= 1, "ctc mask_length must be >= 1")
         check(self.mask_channel_length >= 1, "ctc mask_channel_length must be >= 1")
         check(self.min_masks >= 0, "ctc min_masks must be >= 0")
-        check(0.0 <= self.vtlp < 0.5, "ctc vtlp must be in [0, 0.5) (0 = off)")
 
     def encoder_overrides(self) -> dict[str, float]:
         """The ModelConfig fields this config replaces (fairseq ``arg_overrides``)."""
@@ -94,7 +90,6 @@ class CTCConfig:
             "activation_dropout": self.activation_dropout,
             "dropout_input": self.dropout_input,
             "layerdrop": self.layerdrop,
-            "student_vtlp": self.vtlp,
         }
 
 
@@ -223,12 +218,7 @@ class DinoSRForCTC(nn.Module):
             (hidden (B, T, D) = last layer's residual stream, frame_lengths (B,), padding_mask (B, T) | None).
         """
         with torch.no_grad():  # the front end never trains
-            if apply_mask and self.cfg.student_vtlp > 0:  # VTLP of the log-mel (ctc.vtlp), training only
-                amount = self.cfg.student_vtlp
-                factors = torch.empty(len(waveforms)).uniform_(1.0 - amount, 1.0 + amount)
-                x = self.feature_extractor(waveforms, warp=factors)
-            else:
-                x = self.feature_extractor(waveforms)
+            x = self.feature_extractor(waveforms)
         x = self.feature_projection(x)
         b, t, _ = x.shape
         if lengths is None:

@@ -208,15 +208,6 @@ class DinoSR(nn.Module):
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
         return x, padding_mask
 
-    def _student_features(self, waveforms: Tensor, features: Tensor) -> Tensor:
-        """The student's input: ``features``, or (``student_vtlp``, training) the log-mel of a warped
-        filterbank, one factor per utterance from the global torch RNG."""
-        amount = self.cfg.student_vtlp
-        if amount == 0.0 or not self.training:
-            return features
-        factors = torch.empty(len(waveforms)).uniform_(1.0 - amount, 1.0 + amount)
-        return self.feature_projection(self.feature_extractor(waveforms, warp=factors))
-
     def sample_mask(self, batch_size: int, num_frames: int, padding_mask: Tensor | None = None) -> Tensor:
         """(B, T) bool span mask (CPU) from ``masking_cfg`` using the global torch RNG."""
         m = self.masking_cfg
@@ -309,7 +300,7 @@ class DinoSR(nn.Module):
         targets = self._targets(features.detach(), padding_mask, mask)
         codes = self.codebooks.assign(targets)
 
-        x = self.dropout_input(self._student_features(waveforms, features))
+        x = self.dropout_input(features)
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         student = self.student(x, padding_mask)
         logits = self._logits(student, mask).float()  # CE in fp32 (spec 7)

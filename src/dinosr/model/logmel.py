@@ -68,27 +68,8 @@ class LogMelFrontend(nn.Module):
         frames = torch.div(lengths.long() - self.window_length, self.hop, rounding_mode="floor") + 1
         return frames.clamp(min=0)
 
-    def forward(self, waveforms: Tensor, warp: Tensor | None = None) -> Tensor:
-        """(B, L) -> (B, T, n_mels); ``warp``: optional (B,) VTLP factors (:func:`warp_matrix`)."""
+    def forward(self, waveforms: Tensor) -> Tensor:
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
             frames = waveforms.float().unfold(-1, self.window_length, self.hop)  # (B, T, window)
             spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()  # (B, T, F)
-            if warp is None:
-                return torch.log(spectrum @ self.filters + LOG_FLOOR)
-            filters = warp_matrix(warp.to(spectrum.device), spectrum.shape[-1]) @ self.filters  # (B, F, M)
-            return torch.log(torch.bmm(spectrum, filters) + LOG_FLOOR)
-
-
-def warp_matrix(factors: Tensor, num_bins: int) -> Tensor:
-    """(B,) factors -> (B, F, F) linear maps of power spectra that scale frequency by each factor
-    (vocal tract length perturbation, Jaitly and Hinton 2013): output bin k reads the input at bin
-    k / factor by linear interpolation, so a formant at f moves to factor * f; bins that would read beyond
-    Nyquist get nothing."""
-    position = torch.arange(num_bins, dtype=torch.float32, device=factors.device) / factors.float()[:, None]
-    low = position.floor().long()  # (B, F_out)
-    frac = position - low
-    matrix = torch.zeros(len(factors), num_bins + 1, num_bins, device=factors.device)  # row F: overflow
-    rows = low.clamp(max=num_bins)
-    matrix.scatter_add_(1, rows[:, None, :], (1 - frac)[:, None, :])
-    matrix.scatter_add_(1, (low + 1).clamp(max=num_bins)[:, None, :], frac[:, None, :])
-    return matrix[:, :num_bins]
+            return torch.log(spectrum @ self.filters + LOG_FLOOR)
