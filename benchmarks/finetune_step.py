@@ -52,9 +52,12 @@ def _models(preset: str) -> tuple[DinoSRForCTC, torch.nn.Module | None, Dictiona
     if ours.cfg.frontend != "conv":
         return ours, None, dictionary
     from transformers import Data2VecAudioForCTC
+    from transformers.utils import logging as hf_logging
 
     from dinosr.interop.hf_ctc import export_hf_ctc
 
+    hf_logging.set_verbosity_error()  # the load report lists masked_spec_embed, unused without time masking
+    hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         export_hf_ctc(ours, dictionary, tmp)
         hf = Data2VecAudioForCTC.from_pretrained(
