@@ -40,8 +40,10 @@ def standardize(wav: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return ((x - x.mean()) / np.sqrt(x.var() + eps)).astype(np.float32)
 
 
-def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample a (L,) float32 waveform with soxr (high quality); a no-op at equal rates."""
+def resample(wav: np.ndarray, orig_rate: float, target_rate: float) -> np.ndarray:
+    """Resample a (L,) float32 waveform with soxr (high quality); a no-op at equal rates.
+
+    Rates need not be integers (speed perturbation resamples from ``rate * factor``)."""
     if orig_rate == target_rate:
         return wav
     import soxr  # imported here: only needed when a corpus is not at the target rate

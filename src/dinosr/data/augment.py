@@ -9,10 +9,10 @@ checkpoints, so a resumed run draws the same factors.
 
 from __future__ import annotations
 
-import numpy as np
-import soxr
 import torch
 from torch import Tensor
+
+from dinosr.data.audio import resample
 
 
 def speed_perturb(
@@ -24,16 +24,11 @@ def speed_perturb(
     factors = torch.empty(len(lengths), dtype=torch.float64).uniform_(low, high)
     audio = waveforms.detach().float().cpu().numpy()
     out = [
-        _resample(audio[i, : int(n)], float(f), sample_rate) for i, (n, f) in enumerate(zip(lengths, factors))
+        resample(audio[i, : int(n)], sample_rate * float(f), sample_rate)
+        for i, (n, f) in enumerate(zip(lengths, factors))
     ]
     new_lengths = torch.tensor([len(w) for w in out], dtype=torch.long)
     batch = torch.zeros(len(out), int(new_lengths.max()), dtype=waveforms.dtype)
     for row, wav in zip(batch, out):
         row[: len(wav)] = torch.from_numpy(wav)
     return batch.to(waveforms.device), new_lengths.to(lengths.device)
-
-
-def _resample(wav: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
-    if factor == 1.0 or len(wav) == 0:
-        return wav.copy()
-    return soxr.resample(wav, sample_rate * factor, sample_rate, quality="HQ").astype(np.float32, copy=False)
