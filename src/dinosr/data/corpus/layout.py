@@ -11,17 +11,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from dinosr.fileio import atomic_write
+from dinosr import fileio
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash never leaves a half-written manifest that a later run would trust.
-    """
+    """:func:`dinosr.fileio.atomic_write_text`, creating the parent directory first (corpus layouts are
+    written into directories that may not exist yet). A crash never leaves a half-written manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, binary=False) as handle:
-        handle.write(text)
+    fileio.atomic_write_text(path, text)
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
