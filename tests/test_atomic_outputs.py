@@ -163,3 +163,52 @@ def test_a_missing_directory_is_reported_by_the_name_asked_for(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         fileio.atomic_write_text(target, "{}")
     assert info.value.filename == str(target)  # not the temporary ".config.json.<random>.tmp"
+
+
+EVAL_OUTPUTS = ("counts.npz", "report.html", "metrics.json")
+
+
+@pytest.mark.parametrize("filename", EVAL_OUTPUTS)
+def test_interrupted_evaluation_output_keeps_the_previous_file(tmp_path, monkeypatch, filename):
+    """run_evaluation writes three files in turn; the disk fills up while writing ``filename``."""
+    pytest.importorskip("matplotlib")
+    from dinosr.evaluate import runner
+    from dinosr.evaluate.report import load_counts
+
+    counts = {"units/2": np.arange(12).reshape(3, 4), "mfcc_kmeans": np.ones((3, 2), dtype=np.int64)}
+    data = {"num_utterances": 1, "seconds": 1.0, "speakers": ["a"], "abx_items": 0, "abx_utterances": 0}
+    data |= {"phones": ["sil", "ah", "k"]}
+    data |= {"train_utterances": 1, "train_seconds": 1.0, "train_speakers": ["b"]}
+    metrics = {"units": {}, "layers": {}, "baselines": {}, "data": data, "source": {}, "settings": {}}
+    # the evaluation itself is not under test: its result is given
+    monkeypatch.setattr(runner, "evaluate", lambda *args: (json.loads(json.dumps(metrics)), dict(counts)))
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in EVAL_OUTPUTS:
+        (out / name).write_bytes(OLD)
+    prefixes = []
+    real_mkstemp, real_fdopen = fileio.tempfile.mkstemp, fileio.os.fdopen
+
+    def mkstemp(**kwargs):
+        prefixes.append(kwargs["prefix"])
+        return real_mkstemp(**kwargs)
+
+    def fdopen(*args, **kwargs):
+        f = real_fdopen(*args, **kwargs)
+        return _DiskFillsUp(f) if prefixes[-1] == fileio.temp_name_prefix(out / filename) else f
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        runner.run_evaluation(None, None, None, out, title="new")
+    monkeypatch.setattr(fileio.os, "fdopen", real_fdopen)
+    assert (out / filename).read_bytes() == OLD
+    assert not [p.name for p in out.rglob("*.tmp")]
+    runner.run_evaluation(None, None, None, out, title="new")
+    assert {k: v.tolist() for k, v in load_counts(out / "counts.npz").items()} == {
+        k: v.tolist() for k, v in counts.items()
+    }
+    assert "<title>new</title>" in (out / "report.html").read_text()
+    assert json.loads((out / "metrics.json").read_text()) == {
+        **metrics, "title": "new", "report": str(out / "report.html")
+    }

@@ -27,6 +27,7 @@ from dinosr.evaluate.figures import (
     plot_training,
 )
 from dinosr.evaluate.summary import SUMMARY_COLUMNS, heldout_lines, summary_rows
+from dinosr.fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -342,10 +343,14 @@ def write_report(
         + "</body></html>\n"
     )
     path = out_dir / "report.html"
-    tmp = out_dir / "report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path
+
+
+def save_counts(path: str | Path, counts: Mapping[str, np.ndarray]) -> None:
+    """Write ``counts.npz`` atomically with npz-safe keys (``units/2`` -> ``units_L2``); see `load_counts`."""
+    with atomic_write(path) as f:  # a file object: np.savez would append ".npz" to a temporary name
+        np.savez_compressed(f, **{k.replace("/", "_L"): v for k, v in counts.items()})
 
 
 def load_counts(path: str | Path) -> dict[str, np.ndarray]:

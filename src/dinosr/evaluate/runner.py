@@ -25,6 +25,7 @@ from dinosr.evaluate.corpus import (
 )
 from dinosr.evaluate.evaluate import EvalSettings, evaluate
 from dinosr.evaluate.sources import FeatureDirSource, ModelSource
+from dinosr.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def run_evaluation(
     ``heldout`` (`heldout_split`) goes to ``data.heldout`` and into the report's summary.
     Returns the metrics dict (with ``report`` = path of ``report.html``).
     """
-    from dinosr.evaluate.report import write_report
+    from dinosr.evaluate.report import save_counts, write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,13 +248,8 @@ def run_evaluation(
         metrics["train_log"] = str(train_log)
     metrics["title"] = title
     metrics = _json_clean(metrics)
-    tmp = out_dir / "counts.npz.tmp"
-    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
-        np.savez_compressed(f, **{k.replace("/", "_L"): v for k, v in counts.items()})
-    tmp.replace(out_dir / "counts.npz")
+    save_counts(out_dir / "counts.npz", counts)
     report = write_report(out_dir, metrics, counts, train_log=train_log, title=title)
     metrics["report"] = str(report)
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
-    tmp.replace(out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     return metrics
