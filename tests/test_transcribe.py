@@ -15,7 +15,7 @@ import torch
 from asr_utils import DICT, biased_ctc_model
 from dinosr.asr.decode import greedy_decode
 from dinosr.asr.transcribe import ctc_logits, entries_from_inputs, run_transcription
-from dinosr.asr.transcripts import read_transcripts
+from dinosr.asr.transcripts import TranscriptError, read_transcripts
 from dinosr.cli import main
 from dinosr.data.audio import load_audio
 from dinosr.data.corpus import bundled_corpus
@@ -73,23 +73,44 @@ def test_chunked_long_audio_keeps_every_frame():
     assert agree > 0.5
 
 
-def test_resume_after_a_kill_with_a_partial_last_line(manifest, tmp_path, caplog):
+@pytest.mark.parametrize(
+    ("filename", "damage"),
+    [("hyp.tsv", "partial"), ("hyp.jsonl", "partial"), ("hyp.jsonl", "unparsable"), ("hyp.jsonl", "both")],
+)
+def test_resume_after_a_kill_drops_the_damaged_end(manifest, tmp_path, caplog, filename, damage):
     model = biased_ctc_model()
     entries = read_manifest(manifest)
     expected = _reference(model, manifest)
-    out = tmp_path / "hyp.tsv"
+    out = tmp_path / filename
     run_transcription(model, DICT, entries, out, batch_seconds=8.0, progress=False)
-    lines = out.read_text().splitlines(keepends=True)
-    # as if killed: two complete lines, then half of the third
-    out.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    lines = out.read_bytes().splitlines(keepends=True)
+    # as if killed: two complete lines, then half of the third (with its newline: half a JSON record)
+    half = lines[2][: len(lines[2]) // 2]
+    tail = {"partial": half, "unparsable": half + b"\n", "both": half + b"\n" + lines[3][:5]}[damage]
+    out.write_bytes(lines[0] + lines[1] + tail)
     with caplog.at_level(logging.WARNING):
         summary = run_transcription(model, DICT, entries, out, batch_seconds=8.0, progress=False)
-    assert "partial last line" in caplog.text
+    assert f"{out}: dropping the last {len(tail)} byte(s)" in caplog.text
     assert summary.skipped == 2
     assert summary.done == NUM_UTTS - 2
+    assert out.read_bytes().startswith(lines[0] + lines[1])
+    assert len(out.read_text().splitlines()) == NUM_UTTS  # one line per utterance, the half line gone
     assert read_transcripts(out) == expected  # each utterance once (read_transcripts refuses repeats)
     again = run_transcription(model, DICT, entries, out, progress=False)
     assert (again.done, again.skipped) == (0, NUM_UTTS)
+
+
+def test_resume_refuses_a_bad_line_before_the_end_and_keeps_the_file(manifest, tmp_path):
+    model = biased_ctc_model()
+    entries = read_manifest(manifest)
+    out = tmp_path / "hyp.jsonl"
+    run_transcription(model, DICT, entries[:2], out, progress=False)
+    lines = out.read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + b"not json\n" + lines[1] + lines[1][:5]
+    out.write_bytes(damaged)
+    with pytest.raises(TranscriptError, match=r"hyp\.jsonl:2: not a JSON object"):
+        run_transcription(model, DICT, entries, out, progress=False)
+    assert out.read_bytes() == damaged
 
 
 def test_jsonl_output_has_text_and_seconds(manifest, tmp_path):

@@ -6,9 +6,9 @@ Output (one line per utterance, in the order the batches finish):
 * anything else: ``utt<TAB>text`` (the file ``dinosr wer`` reads).
 
 Resuming: utterances already in the output file are skipped. Each batch's lines are appended with one
-write, flushed and fsync-ed, so a kill leaves at most one partial last line; the next run cuts it off
-(the utterances of that batch are transcribed again). Unreadable audio is an error, or with
-``skip_bad_files`` a logged skip with no line (a rerun retries it).
+write, flushed and fsync-ed, so a kill leaves at most one partial last line; the next run cuts it off, as
+it does a last line that does not parse (the utterances of that batch are transcribed again). Unreadable
+audio is an error, or with ``skip_bad_files`` a logged skip with no line (a rerun retries it).
 
 Audio is decoded at 16 kHz (resampled if needed) and standardised per utterance, as in training; utterances
 longer than ``chunk_seconds`` (+ 2 x ``context_seconds``) are encoded in windows (``dinosr.inference``).
@@ -138,30 +138,53 @@ def transcribe(
 # ----------------------------------------------------------------------------- output file
 
 
+def _parse_output_line(raw: bytes, *, jsonl: bool, where: str) -> tuple[str, str] | None:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TranscriptError(f"{where}: not UTF-8 text; not a transcript file to resume") from None
+    return parse_transcript_line(line, jsonl=jsonl, where=where)
+
+
 def _resume(path: Path) -> set[str]:
-    """Utterances already in ``path``; a partial last line (a killed write) is cut off first."""
+    """Utterances already in ``path``, after cutting off what an interrupted write left at its end.
+
+    A last line without its newline, or a last line that does not parse (e.g. half a JSON record), is
+    not written: the file is truncated to the line before it, so that utterance is transcribed again
+    and the file stays one valid line per utterance. A bad line anywhere else is an error (not our
+    file, or damaged by something else); the file is then left as it was.
+    """
     if not path.exists():
         return set()
     data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning(
-            "%s: dropping a partial last line (interrupted write); it will be transcribed again", path
-        )
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-    done: set[str] = set()
-    try:
-        lines = data[:end].decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise TranscriptError(f"{path}: not UTF-8 text; not a transcript file to resume") from None
+    keep = data.rfind(b"\n") + 1  # bytes after the last newline: a partial line
+    reasons = ["a partial last line"] if keep < len(data) else []
+    # split on "\n" only: str.splitlines would also split JSON text at a raw U+2028 (ensure_ascii=False)
+    lines = data[:keep].split(b"\n")[:-1]
     jsonl = is_jsonl(path)
-    for number, line in enumerate(lines, 1):
-        parsed = parse_transcript_line(line, jsonl=jsonl, where=f"{path}:{number}")
+    done: set[str] = set()
+    for number, raw in enumerate(lines, 1):
+        try:
+            parsed = _parse_output_line(raw, jsonl=jsonl, where=f"{path}:{number}")
+        except TranscriptError:
+            if number < len(lines):
+                raise
+            keep -= len(raw) + 1
+            reasons.insert(0, "an unparsable last complete line")
+            parsed = None
         if parsed is not None:
             done.add(parsed[0])
+    if keep < len(data):
+        log.warning(
+            "%s: dropping the last %d byte(s), %s left by an interrupted write; transcribing again",
+            path,
+            len(data) - keep,
+            " and ".join(reasons),
+        )
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
     return done
 
 
