@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: CPU-contention meter, peak RSS, matmul peak, FLOP count, reference runs.
+"""Helpers shared by the benchmarks: CPU-contention meter, peak RSS, matmul peak, FLOP count, reference runs,
+the command-line options they have in common and their result tables.
 
 The reference implementations (spidr's DinoSR, Hugging Face Data2VecAudio) run in their own venv through the
 timing scripts of ``--reference-scripts`` (default ``../shared/bench/spidr`` beside the repository), one
@@ -7,13 +8,17 @@ subprocess per measurement; the project never imports them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE_SCRIPTS = REPO.parent / "shared" / "bench" / "spidr"
 _CLK = os.sysconf("SC_CLK_TCK")
+BUSY = 0.05  # other-process CPU share above which absolute timings are flagged
 
 
 # ----------------------------------------------------------------------------- machine state
@@ -58,8 +64,14 @@ def _own_cpu_s() -> float:
 
 def cpu_share_note(frac: float) -> str:
     warn = "  WARNING: machine busy with other processes, absolute timings not trustworthy"
-    warn = warn if frac > 0.05 else ""
+    warn = warn if frac > BUSY else ""
     return f"other-process CPU {100 * frac:.0f}%{warn}"
+
+
+def warn_if_busy(frac: float) -> None:
+    """Print the other-process CPU share under a table row when it makes the row's timings doubtful."""
+    if frac > BUSY:
+        print("  " + cpu_share_note(frac))
 
 
 def reset_peak_rss() -> None:
@@ -87,6 +99,22 @@ def matmul_peak_gflops(dtype: torch.dtype, *, n: int = 2048, repeats: int = 5) -
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def matmul_peaks() -> dict[str, float]:
+    """fp32 and bf16 matmul peaks of this process's threads, GFLOP/s (the MFU denominators)."""
+    return {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+
+
+def peaks_note(peaks: dict[str, float]) -> str:
+    return f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}"
+
+
+def mfu(gflops: float | None, ms: float, peak_gflops: float | None) -> float | None:
+    """Model FLOP utilisation in % (None without a FLOP count or a peak)."""
+    if not gflops or not peak_gflops:
+        return None
+    return 100 * gflops / (ms / 1000) / peak_gflops
 
 
 def _flop_fixes() -> dict:
@@ -168,6 +196,12 @@ def run_child(script: str, spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def reference_argv(args: argparse.Namespace, timed: int) -> list[str]:
+    """The reference scripts' options for the same work: batch, seconds, threads, warm-up, ``timed`` calls."""
+    argv = ["-B", str(args.batch), "-L", str(args.seconds), "--threads", str(args.threads)]
+    return [*argv, "--warmup", str(args.warmup), "--iters", str(timed)]
+
+
 def check_reference(venv: str | None, scripts: str) -> tuple[Path, Path] | None:
     """(venv, scripts) as paths, or None without --reference-venv; exits with one line if they are missing."""
     if not venv:
@@ -178,3 +212,145 @@ def check_reference(venv: str | None, scripts: str) -> tuple[Path, Path] | None:
     if not (s / "spidr_step.py").exists():
         raise SystemExit(f"--reference-scripts {s}: no spidr_step.py there")
     return v, s
+
+
+# ----------------------------------------------------------------------------- timing
+def time_calls(
+    fn: Callable[[], object], *, warmup: int, timed: int, sync: Callable[[], None] | None = None
+) -> list[float]:
+    """Seconds of each of ``timed`` calls of ``fn()`` made after ``warmup`` untimed ones.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before and after each call, so that asynchronous
+    device work is inside the call's time. Results of ``fn`` are dropped at once: keeping large outputs
+    would inflate the peak memory the benchmark reports.
+    """
+    times = []
+    for i in range(warmup + timed):
+        if sync is not None:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+@dataclass
+class RunSummary:
+    """One side of a table row over its runs: median ms, peak MiB and other-process CPU share (max)."""
+
+    ms: float
+    peak_mib: float
+    share: float
+
+    @classmethod
+    def of_children(cls, runs: Sequence[dict]) -> RunSummary:
+        """Records of `run_child`: each run's median, then the median over runs (as the reference scripts)."""
+        return cls(
+            1000 * statistics.median(statistics.median(r["times"]) for r in runs),
+            max(r["peak_mib"] for r in runs),
+            max(r["other_cpu_frac"] for r in runs),
+        )
+
+    @classmethod
+    def of_references(cls, records: Sequence[dict]) -> RunSummary:
+        """Records of the reference scripts (one median per run): the median over runs."""
+        return cls(
+            statistics.median(r["median_ms"] for r in records),
+            max(r["peak_rss_mib"] for r in records),
+            max(r["other_cpu_frac"] for r in records),
+        )
+
+
+def repeats_note(rounds: int, timed: int, unit: str, warmup: int) -> str:
+    return f"median of {rounds} runs x {timed} {unit} after {warmup} warm-up"
+
+
+def run_stamp(device: str, threads: int) -> str:
+    """Date, device, threads and torch version: how every result table starts."""
+    return f"{time.strftime('%Y-%m-%d %H:%M')}  device={device} threads={threads} torch {torch.__version__}"
+
+
+# ----------------------------------------------------------------------------- command line
+def add_threads_option(parser: argparse.ArgumentParser, *, default: int | None = None) -> None:
+    """``--threads``: torch intra-op threads (default: torch's own choice)."""
+    default = torch.get_num_threads() if default is None else default
+    parser.add_argument("--threads", type=int, default=default, help="torch intra-op threads")
+
+
+def add_batch_options(parser: argparse.ArgumentParser, *, per: str) -> None:
+    """``--batch`` utterances of ``--seconds`` seconds of random audio per step or call."""
+    parser.add_argument("--batch", type=int, default=4, help=f"utterances per {per}")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
+
+
+def add_timing_options(
+    parser: argparse.ArgumentParser,
+    *,
+    option: str,
+    unit: str,
+    default: int,
+    warmup: int,
+    rounds: str = "interleaved ours/reference runs per row",
+) -> None:
+    """``option`` (timed ``unit`` per run), ``--warmup`` (untimed first), ``--rounds`` (help ``rounds``)."""
+    parser.add_argument(option, type=int, default=default, help=f"timed {unit} per run (median)")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed {unit} first")
+    parser.add_argument("--rounds", type=int, default=2, help=rounds)
+
+
+def add_reference_options(parser: argparse.ArgumentParser, *, venv_holds: str) -> None:
+    """``--reference-venv`` / ``--reference-scripts`` (see `check_reference`) and the hidden ``--child``."""
+    parser.add_argument("--reference-venv", help=f"venv with {venv_holds} (../shared/bench/spidr/install.sh)")
+    parser.add_argument("--reference-scripts", default=str(DEFAULT_REFERENCE_SCRIPTS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+
+
+def run_as_child(args: argparse.Namespace, child: Callable[[dict], dict]) -> bool:
+    """With ``--child SPEC`` (from `run_child`): print ``child(SPEC)`` as JSON and return True."""
+    if not args.child:
+        return False
+    print(json.dumps(child(json.loads(args.child))))
+    return True
+
+
+# ----------------------------------------------------------------------------- result tables
+@dataclass(frozen=True)
+class Col:
+    """A table column: numbers as ``fmt`` + ``suffix``, None as "-"; right-aligned unless ``left``."""
+
+    title: str
+    width: int
+    fmt: str = ".0f"
+    suffix: str = ""
+    left: bool = False
+
+    def cell(self, value: object) -> str:
+        if value is None:
+            text = "-"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = f"{value:{self.fmt}}{self.suffix}"
+        return f"{text:{'<' if self.left else '>'}{self.width}}"
+
+
+class Table:
+    """A fixed-width text table printed as it goes: the header and every row from one list of columns."""
+
+    def __init__(self, columns: Sequence[Col], *, note: str = "") -> None:
+        self.columns = list(columns)
+        print(self._line([c.title for c in self.columns], note))
+
+    def row(self, *values: object, note: str = "") -> None:
+        """One row; ``values`` in column order (missing trailing values are "-"); ``note`` after the cells."""
+        if len(values) > len(self.columns):
+            raise ValueError(f"{len(values)} values for {len(self.columns)} columns")
+        values = (*values, *[None] * (len(self.columns) - len(values)))
+        print(self._line(values, note), flush=True)
+
+    def _line(self, values: Sequence[object], note: str) -> str:
+        line = " ".join(c.cell(v) for c, v in zip(self.columns, values))
+        return f"{line}  {note}" if note else line

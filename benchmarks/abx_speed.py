@@ -13,10 +13,15 @@ then the vectorised time on the large set and the implied hours of speech per mi
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_threads_option  # benchmarks/ is not a package
 
 from dinosr.evaluate.abx import abx, abx_bruteforce, items_from_alignments
 
@@ -55,7 +60,7 @@ def main() -> None:
     )
     parser.add_argument("--hours", type=float, default=1.0, help="speech for the throughput run (0: skip)")
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_option(parser, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

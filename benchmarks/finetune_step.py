@@ -23,14 +23,24 @@ import statistics
 import string
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OtherCpuShare, cpu_share_note  # benchmarks/ is not a package
+from _common import (  # benchmarks/ is not a package
+    Col,
+    OtherCpuShare,
+    Table,
+    add_batch_options,
+    add_threads_option,
+    add_timing_options,
+    repeats_note,
+    run_stamp,
+    time_calls,
+    warn_if_busy,
+)
 
 from dinosr.configs import load_preset
 from dinosr.data.labels import Dictionary
@@ -85,6 +95,7 @@ def _batch(args, dictionary: Dictionary) -> tuple[torch.Tensor, torch.Tensor, li
 
 
 def _step_fn(model, kind: str, wav, lengths, targets, precision: str, blank: int):
+    """``(step, losses)``: ``step()`` makes one optimizer step and appends its loss to ``losses``."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
     model.train()
@@ -94,7 +105,9 @@ def _step_fn(model, kind: str, wav, lengths, targets, precision: str, blank: int
         for row, t in zip(labels, targets):
             row[: len(t)] = torch.tensor(t)
 
-    def step() -> float:
+    losses: list[float] = []
+
+    def step() -> None:
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
         )
@@ -108,40 +121,28 @@ def _step_fn(model, kind: str, wav, lengths, targets, precision: str, blank: int
         torch.nn.utils.clip_grad_norm_(trainable, 10.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        losses.append(float(loss.detach()))
 
-    return step
-
-
-def _time(step, warmup: int, steps: int) -> tuple[list[float], float]:
-    """Step times after ``warmup`` untimed steps, and the loss of the first step."""
-    losses, times = [], []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        losses.append(step())
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times, losses[0]
+    return step, losses
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,base", help="comma list of tiny, base, recipe (log-mel)")
     parser.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16")
-    parser.add_argument("--batch", type=int, default=4, help="utterances per step")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating ours / HF rounds")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_batch_options(parser, per="step")
+    rounds = "alternating ours / HF rounds"
+    add_timing_options(parser, option="--steps", unit="steps", default=3, warmup=1, rounds=rounds)
+    add_threads_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  cpu threads={args.threads} torch {torch.__version__}  "
-        f"B={args.batch} x {args.seconds:g} s, median of {args.rounds} rounds x {args.steps} steps"
+        f"{run_stamp('cpu', args.threads)}  B={args.batch} x {args.seconds:g} s, "
+        f"{repeats_note(args.rounds, args.steps, 'steps', args.warmup)}"
     )
-    header = f"{'preset':<7}{'prec':<6}{'ms/step':>9}{'audio s/s':>10}{'HF ms':>9}{'HF / ours':>10}"
-    print(header + "  first loss ours / HF")
+    columns = [Col("preset", 6, left=True), Col("prec", 5, left=True), Col("ms/step", 8)]
+    columns += [Col("audio s/s", 9, ".2f"), Col("HF ms", 8), Col("HF / ours", 9, ".2f", suffix="x")]
+    table = Table(columns, note="first loss ours / HF")
     for preset in args.presets.split(","):
         ours_model, hf_model, dictionary = _models(preset)
         wav, lengths, targets = _batch(args, dictionary)
@@ -151,24 +152,22 @@ def main() -> None:
             if hf_model is not None:
                 sides["hf"] = _step_fn(hf_model, "hf", wav, lengths, targets, precision, dictionary.blank)
             times: dict[str, list[float]] = {k: [] for k in sides}
-            losses: dict[str, float] = {}
             with OtherCpuShare() as share:
-                for r in range(args.rounds):
-                    for kind, step in sides.items():
-                        got, first_loss = _time(step, args.warmup, args.steps)
+                for _ in range(args.rounds):
+                    for kind, (step, _) in sides.items():
+                        got = time_calls(step, warmup=args.warmup, timed=args.steps)
                         times[kind].append(statistics.median(got))
-                        if r == 0:  # the loss of the shared initial weights: equal work on both sides
-                            losses[kind] = first_loss
+            # the loss of the first step (the shared initial weights): equal work on both sides
+            first = {kind: losses[0] for kind, (_, losses) in sides.items()}
             ms = 1000 * statistics.median(times["ours"])
-            line = f"{preset:<7}{precision:<6}{ms:>9.0f}{audio / (ms / 1000):>10.2f}"
+            cells = [preset, precision, ms, audio / (ms / 1000)]
+            note = f"{first['ours']:.2f}"
             if "hf" in times:
                 hf_ms = 1000 * statistics.median(times["hf"])
-                line += f"{hf_ms:>9.0f}{hf_ms / ms:>9.2f}x  {losses['ours']:.2f} / {losses['hf']:.2f}"
-            else:
-                line += f"{'-':>9}{'-':>10}  {losses['ours']:.2f}"
-            print(line, flush=True)
-            if share.frac > 0.05:
-                print("  " + cpu_share_note(share.frac))
+                cells += [hf_ms, hf_ms / ms]
+                note += f" / {first['hf']:.2f}"
+            table.row(*cells, note=note)
+            warn_if_busy(share.frac)
 
 
 if __name__ == "__main__":

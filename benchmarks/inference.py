@@ -18,25 +18,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # benchmarks/ is not a package
-    DEFAULT_REFERENCE_SCRIPTS,
+    Col,
     OtherCpuShare,
+    RunSummary,
+    Table,
+    add_batch_options,
+    add_reference_options,
+    add_threads_option,
+    add_timing_options,
     check_reference,
     count_gflops,
-    cpu_share_note,
-    matmul_peak_gflops,
+    matmul_peaks,
+    mfu,
     peak_rss_mib,
+    peaks_note,
+    reference_argv,
+    repeats_note,
     reset_peak_rss,
+    run_as_child,
     run_child,
     run_reference,
+    run_stamp,
+    time_calls,
+    warn_if_busy,
 )
 
 
@@ -60,13 +71,8 @@ def child(spec: dict) -> dict:
 
     assert len(infer()) == model.cfg.num_layers
     reset_peak_rss()
-    times = []
     with OtherCpuShare() as share:
-        for i in range(spec["warmup"] + spec["iters"]):
-            start = time.perf_counter()
-            infer()
-            if i >= spec["warmup"]:
-                times.append(time.perf_counter() - start)
+        times = time_calls(infer, warmup=spec["warmup"], timed=spec["iters"])
     peak = peak_rss_mib()
     gflops = count_gflops(infer) if spec.get("count_flops") else None
     return {"times": times, "peak_mib": peak, "other_cpu_frac": share.frac, "gflops": gflops}
@@ -75,38 +81,29 @@ def child(spec: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
-    parser.add_argument("--iters", type=int, default=5, help="timed calls per run (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved ours/reference runs per row")
-    parser.add_argument("--batch", type=int, default=4, help="utterances per call")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    add_timing_options(parser, option="--iters", unit="calls", default=5, warmup=2)
+    add_batch_options(parser, per="call")
+    add_threads_option(parser)
     parser.add_argument("--count-flops", action="store_true", help="count our FLOPs (MFU)")
-    parser.add_argument("--reference-venv", help="venv with spidr 0.2.0 + transformers (install.sh)")
-    parser.add_argument("--reference-scripts", default=str(DEFAULT_REFERENCE_SCRIPTS))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_reference_options(parser, venv_holds="spidr 0.2.0 + transformers")
     args = parser.parse_args()
-    if args.child:
-        import json
-
-        print(json.dumps(child(json.loads(args.child))))
+    if run_as_child(args, child):
         return
     reference = check_reference(args.reference_venv, args.reference_scripts)
 
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    peaks = matmul_peaks()
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  cpu threads={args.threads} torch {torch.__version__}  "
-        f"base, B={args.batch} x {args.seconds:g} s, all layers, median of {args.rounds} runs x {args.iters} "
-        f"calls after {args.warmup} warm-up; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16']:.0f}"
+        f"{run_stamp('cpu', args.threads)}  base, B={args.batch} x {args.seconds:g} s, all layers, "
+        f"{repeats_note(args.rounds, args.iters, 'calls', args.warmup)}; {peaks_note(peaks)}"
     )
-    header = f"{'prec':<5} {'ms/call':>8} {'audio s/s':>9} {'peak MiB':>8} {'GFLOP':>6} {'MFU':>5}"
+    columns = [Col("prec", 5, left=True), Col("ms/call", 8), Col("audio s/s", 9, ".2f"), Col("peak MiB", 8)]
+    columns += [Col("GFLOP", 6), Col("MFU", 5, suffix="%")]
     if reference:
-        header += f" {'spidr ms':>8} {'MiB':>5} {'vs spidr':>8} {'HF ms':>8} {'MiB':>5} {'vs HF':>8}"
-    print(header + "  other-process CPU (max)")
-    common = ["-B", str(args.batch), "-L", str(args.seconds), "--threads", str(args.threads)]
-    common += ["--warmup", str(args.warmup), "--iters", str(args.iters)]
+        for name in ("spidr", "HF"):
+            columns += [Col(f"{name} ms", 8), Col("MiB", 5), Col(f"vs {name}", 8, ".2f", suffix="x")]
+    table = Table(columns, note="other-process CPU (max)")
+    common = reference_argv(args, args.iters)
     for precision in args.precisions.split(","):
         spec = {
             "precision": precision,
@@ -130,22 +127,19 @@ def main() -> None:
         except RuntimeError as e:
             print(f"{precision}: {e}", file=sys.stderr)
             continue
-        ms = 1000 * statistics.median(statistics.median(o["times"]) for o in ours)
-        share = max(o["other_cpu_frac"] for o in ours)
-        mfu = f"{100 * gflops / (ms / 1000) / peaks[precision]:>4.0f}%" if gflops else "    -"
-        line = f"{precision:<5} {ms:>8.0f} {args.batch * args.seconds / (ms / 1000):>9.2f}"
-        line += f" {max(o['peak_mib'] for o in ours):>8.0f} {gflops or 0:>6.0f} {mfu}"
+        us = RunSummary.of_children(ours)
+        cells = [precision, us.ms, args.batch * args.seconds / (us.ms / 1000), us.peak_mib, gflops or 0]
+        cells.append(mfu(gflops, us.ms, peaks[precision]))
+        share = us.share
         for runs in (spidr, hf) if reference else ():
-            if not runs:
-                line += f" {'-':>8} {'-':>5} {'-':>8}"
+            if not runs:  # no HF run in bf16: "-" cells
+                cells += [None, None, None]
                 continue
-            rows = [r.get("inference", r) for r in runs]  # spidr nests its record, hf_ref.py does not
-            ref_ms = statistics.median(r["median_ms"] for r in rows)
-            share = max([share] + [r["other_cpu_frac"] for r in rows])
-            line += f" {ref_ms:>8.0f} {max(r['peak_rss_mib'] for r in rows):>5.0f} {ref_ms / ms:>7.2f}x"
-        print(f"{line}  {100 * share:.0f}%", flush=True)
-        if share > 0.05:
-            print("  " + cpu_share_note(share))
+            ref = RunSummary.of_references([r.get("inference", r) for r in runs])  # spidr nests its record
+            cells += [ref.ms, ref.peak_mib, ref.ms / us.ms]
+            share = max(share, ref.share)
+        table.row(*cells, note=f"{100 * share:.0f}%")
+        warn_if_busy(share)
 
 
 if __name__ == "__main__":

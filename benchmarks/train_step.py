@@ -22,26 +22,37 @@ base CPU step (docs/performance.md), so it told nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # benchmarks/ is not a package
-    DEFAULT_REFERENCE_SCRIPTS,
+    Col,
     OtherCpuShare,
+    RunSummary,
+    Table,
+    add_batch_options,
+    add_reference_options,
+    add_threads_option,
+    add_timing_options,
     check_reference,
     count_gflops,
-    cpu_share_note,
-    matmul_peak_gflops,
+    matmul_peaks,
+    mfu,
     peak_rss_mib,
+    peaks_note,
+    reference_argv,
+    repeats_note,
     reset_peak_rss,
+    run_as_child,
     run_child,
     run_reference,
+    run_stamp,
+    time_calls,
+    warn_if_busy,
 )
 
 
@@ -112,17 +123,14 @@ def child(spec: dict) -> dict:
         reset_peak_rss()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        times = []
+        last = {}
+
+        def step():
+            last.update(trainer.train_step([batch]))
+
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
         with OtherCpuShare() as share:
-            for i in range(spec["warmup"] + spec["steps"]):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                result = trainer.train_step([batch])
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if i >= spec["warmup"]:
-                    times.append(time.perf_counter() - start)
+            times = time_calls(step, warmup=spec["warmup"], timed=spec["steps"], sync=sync)
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mib()
         gflops = None
         if spec.get("count_flops"):
@@ -140,15 +148,13 @@ def child(spec: dict) -> dict:
         "times": times,
         "peak_mib": peak,
         "other_cpu_frac": share.frac,
-        "loss": result["loss_sum"] / max(1, result["num_masked"]),
+        "loss": last["loss_sum"] / max(1, last["num_masked"]),
         "gflops": gflops,
     }
 
 
 def spidr_argv(args, precision: str) -> list[str]:
-    argv = ["--phase", "train", "-B", str(args.batch), "-L", str(args.seconds)]
-    argv += ["--threads", str(args.threads)]
-    argv += ["--warmup", str(args.warmup), "--iters", str(args.steps)]
+    argv = ["--phase", "train", *reference_argv(args, args.steps)]
     return argv + (["--bf16"] if precision == "bf16" else [])
 
 
@@ -156,41 +162,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,base", help="comma list of tiny, recipe (tiny.toml), base")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per run (median)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved ours/reference runs per row")
-    parser.add_argument("--batch", type=int, default=4, help="utterances per step")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    add_timing_options(parser, option="--steps", unit="steps", default=3, warmup=1)
+    add_batch_options(parser, per="step")
+    add_threads_option(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="our step with run.compile = true")
     parser.add_argument("--count-flops", action="store_true", help="count our FLOPs (MFU; one more step)")
-    parser.add_argument("--reference-venv", help="venv with spidr 0.2.0 (../shared/bench/spidr/install.sh)")
-    parser.add_argument("--reference-scripts", default=str(DEFAULT_REFERENCE_SCRIPTS))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_reference_options(parser, venv_holds="spidr 0.2.0")
     args = parser.parse_args()
-    if args.child:
-        import json
-
-        print(json.dumps(child(json.loads(args.child))))
+    if run_as_child(args, child):
         return
     reference = check_reference(args.reference_venv, args.reference_scripts)
     if reference and args.device != "cpu":
         raise SystemExit("--reference-venv: spidr_step.py times the CPU only")
 
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    peaks = matmul_peaks()
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  device={args.device} threads={args.threads} "
-        f"torch {torch.__version__}  B={args.batch} x {args.seconds:g} s, median of {args.rounds} runs x "
-        f"{args.steps} steps after {args.warmup} warm-up; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16']:.0f}"
+        f"{run_stamp(args.device, args.threads)}  B={args.batch} x {args.seconds:g} s, "
+        f"{repeats_note(args.rounds, args.steps, 'steps', args.warmup)}; {peaks_note(peaks)}"
     )
-    header = f"{'preset':<6} {'prec':<5} {'ms/step':>9} {'audio s/s':>9} {'peak MiB':>8}"
-    header += f" {'GFLOP':>6} {'MFU':>5}"
+    columns = [Col("preset", 6, left=True), Col("prec", 5, left=True), Col("ms/step", 9)]
+    columns += [Col("audio s/s", 9, ".2f"), Col("peak MiB", 8), Col("GFLOP", 6), Col("MFU", 5, suffix="%")]
     if reference:
-        header += f" {'spidr ms':>9} {'spidr MiB':>9} {'ours vs spidr':>13}"
-    print(header + "  other-process CPU (ours / spidr)")
+        columns += [Col("spidr ms", 9), Col("spidr MiB", 9), Col("ours vs spidr", 13, ".2f", suffix="x")]
+    table = Table(columns, note="other-process CPU (ours / spidr)")
     for preset in args.presets.split(","):
         for precision in args.precisions.split(","):
             spec = {
@@ -215,27 +211,17 @@ def main() -> None:
             except RuntimeError as e:
                 print(f"{preset} {precision}: {e}", file=sys.stderr)
                 continue
-            # Each run's median, then the median over runs (the same statistic as spidr_step.py's rows).
-            ms = 1000 * statistics.median(statistics.median(o["times"]) for o in ours)
-            peak = max(o["peak_mib"] for o in ours)
-            share = max(o["other_cpu_frac"] for o in ours)
-            mfu = "    -"
-            if gflops and precision in peaks:
-                mfu = f"{100 * gflops / (ms / 1000) / peaks[precision]:>4.0f}%"
-            line = f"{preset:<6} {precision:<5} {ms:>9.0f} {args.batch * args.seconds / (ms / 1000):>9.2f}"
-            line += f" {peak:>8.0f} {gflops or 0:>6.0f} {mfu}"
-            notes = f"{100 * share:.0f}%"
+            us = RunSummary.of_children(ours)
+            cells = [preset, precision, us.ms, args.batch * args.seconds / (us.ms / 1000), us.peak_mib]
+            cells += [gflops or 0, mfu(gflops, us.ms, peaks.get(precision))]
+            notes, share = f"{100 * us.share:.0f}%", us.share
             if theirs:
-                # spidr_step.py reports a median per run; the row's figure is the median of those.
-                ref_ms = statistics.median(t["train_step"]["median_ms"] for t in theirs)
-                ref_peak = max(t["train_step"]["peak_rss_mib"] for t in theirs)
-                ref_share = max(t["train_step"]["other_cpu_frac"] for t in theirs)
-                share = max(share, ref_share)
-                line += f" {ref_ms:>9.0f} {ref_peak:>9.0f} {ref_ms / ms:>12.2f}x"
-                notes += f" / {100 * ref_share:.0f}%"
-            print(f"{line}  {notes}", flush=True)
-            if share > 0.05:
-                print("  " + cpu_share_note(share))
+                spidr = RunSummary.of_references([t["train_step"] for t in theirs])
+                cells += [spidr.ms, spidr.peak_mib, spidr.ms / us.ms]
+                notes += f" / {100 * spidr.share:.0f}%"
+                share = max(share, spidr.share)
+            table.row(*cells, note=notes)
+            warn_if_busy(share)
 
 
 if __name__ == "__main__":

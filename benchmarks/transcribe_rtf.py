@@ -19,6 +19,7 @@ import argparse
 import logging
 import math
 import string
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -26,6 +27,9 @@ from pathlib import Path
 
 import soundfile
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Col, Table, add_threads_option  # benchmarks/ is not a package
 
 from dinosr.asr.transcribe import run_transcription
 from dinosr.asr.transcripts import read_transcripts
@@ -75,19 +79,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side (the best is reported)")
     parser.add_argument("--hf-batch-size", type=int, default=1, help="pipeline batch size")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    add_threads_option(parser)
     args = parser.parse_args()
     from transformers import pipeline
 
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     entries = read_manifest(args.manifest or bundled_corpus() / "valid.tsv")
     entries = entries[: args.limit] if args.limit else entries
     seconds = sum(e.num_samples for e in entries) / 16000
     print(f"{len(entries)} utterances, {seconds:.1f} s of audio, device {args.device}, "
           f"{torch.get_num_threads()} threads, HF batch size {args.hf_batch_size}")  # fmt: skip
-    print(f"{'model':<12} {'ours RTF':>9} {'HF RTF':>9} {'HF/ours':>8} {'same text':>10}")
+    table = Table([
+        Col("model", 12, left=True),
+        Col("ours RTF", 9, ".4f"),
+        Col("HF RTF", 9, ".4f"),
+        Col("HF/ours", 8, ".2f"),
+        Col("same text", 10, ".0%"),
+    ])
     models = (
         [("model", *load_ctc_model(args.model))]
         if args.model
@@ -110,7 +119,7 @@ def main() -> None:
                 hf_rtf = min(hf_rtf, _hf(asr, entries, args.hf_batch_size, theirs))
             ours = read_transcripts(tmp / "ours.tsv")
         same = sum(ours[u] == theirs[u] for u in theirs) / len(theirs)
-        print(f"{name:<12} {ours_rtf:>9.4f} {hf_rtf:>9.4f} {hf_rtf / ours_rtf:>8.2f} {same:>10.0%}")
+        table.row(name, ours_rtf, hf_rtf, hf_rtf / ours_rtf, same)
 
 
 if __name__ == "__main__":
