@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,3 +172,183 @@ def test_anchor_fit_frames_skip_or_name_a_bad_file(tmp_path, corpus):
     assert frames.shape == (good, 8)  # every good file read once, the bad one skipped
     with pytest.raises(AudioError, match=r"bad\.wav"):
         anchor_fit_frames(anchor, entries, replace(cfg, skip_bad_files=False), minutes=100.0, seed=0)
+
+
+# ----------------------------------------------------------------------------- refit on a teacher layer
+def _by_hand_layer_features(model: DinoSR, wav: torch.Tensor, lengths: torch.Tensor, layer: int):
+    """The teacher's residual stream at 1-based ``layer``, standardised per utterance over its valid
+    frames: (B, T, D), and the padding mask."""
+    x, padding_mask = model.features(wav, lengths)
+    with torch.no_grad():
+        h = model.teacher(x, padding_mask).residuals[layer - 1].double()
+    out = torch.zeros_like(h)
+    for i, n in enumerate((~padding_mask).sum(1).tolist()):
+        v = h[i, :n]
+        out[i, :n] = (v - v.mean(0)) / torch.sqrt(v.var(0, unbiased=False) + 1e-5)
+    return out.float(), padding_mask
+
+
+def test_refit_switches_the_targets_from_log_mel_to_teacher_layer_units():
+    assert "anchor.layer_centroids" not in DinoSR(micro_model_config(anchor_units=6)).state_dict()
+    torch.manual_seed(0)
+    # Layer 1 of 3: below the two codebook layers, so the forward must still produce it.
+    cfg = micro_model_config(
+        anchor_units=6, anchor_mels=8, anchor_frames="all", anchor_refit_step=5, anchor_refit_layer=1
+    )
+    model = DinoSR(cfg).eval()
+    assert {"anchor.layer_centroids", "anchor.refitted"} <= set(model.state_dict())
+    with torch.no_grad():  # a teacher unlike the student, whose layers differ (at init they barely do)
+        for p in model.teacher.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([16000, 11000])
+    model.anchor.fit(model.anchor.features(wav).reshape(-1, 24), generator=torch.Generator().manual_seed(0))
+    assert [model.anchor_refit_due(step) for step in (0, 4, 5, 9)] == [False, False, True, True]
+
+    def anchor_codes_and_losses():
+        out = model(wav, lengths, mask=torch.zeros(2, 49, dtype=torch.bool))
+        valid = ~out.padding_mask
+        x, _ = model.features(wav, lengths)
+        hidden = model.student(x, out.padding_mask).residuals[-1][valid]
+        return valid, out.anchor_losses, hidden
+
+    # Before the refit: the log-mel k-means unit of each valid frame.
+    valid, losses, hidden = anchor_codes_and_losses()
+    _, padding_mask = model.features(wav, lengths)
+    logmel = model.anchor.features(wav, padding_mask)[valid]
+    before = torch.cdist(logmel, model.anchor.centroids).argmin(-1)
+    expected = F.cross_entropy(model.anchor.head(hidden), before, reduction="none")
+    torch.testing.assert_close(losses, expected, atol=1e-5, rtol=1e-5)
+
+    # The refit clusters the layer features; the forward then predicts the nearest layer centroid.
+    feats, _ = _by_hand_layer_features(model, wav, lengths, 1)
+    got = model.anchor_layer_features(wav, lengths)[valid]
+    torch.testing.assert_close(got, feats[valid], atol=1e-4, rtol=1e-4)
+    model.anchor.fit_layer(feats[valid], generator=torch.Generator().manual_seed(0))
+    assert model.anchor.is_refitted
+    assert not model.anchor_refit_due(9)
+    valid, losses, hidden = anchor_codes_and_losses()
+    after = torch.cdist(feats[valid], model.anchor.layer_centroids).argmin(-1)
+    # Otherwise this test could not tell these targets from the log-mel ones or another layer's.
+    assert not torch.equal(after, before)
+    layer2, _ = _by_hand_layer_features(model, wav, lengths, 2)
+    assert not torch.equal(torch.cdist(layer2[valid], model.anchor.layer_centroids).argmin(-1), after)
+    layer = model.anchor_layer_features(wav, lengths)
+    assert torch.equal(model.anchor.targets(wav, padding_mask, layer)[valid], after)
+    expected = F.cross_entropy(model.anchor.head(hidden), after, reduction="none")
+    torch.testing.assert_close(losses, expected, atol=1e-5, rtol=1e-5)
+
+
+REFIT = {"anchor_units": 8, "anchor_mels": 10, "anchor_refit_step": 2, "anchor_refit_layer": 1}
+
+
+def test_trainer_refits_at_the_step_on_the_first_fits_subset(tmp_path, corpus, caplog):
+    from dinosr.data.manifest import read_manifest
+    from dinosr.model.remedies import kmeans_pp
+    from dinosr.train.anchor_fit import anchor_fit_frames
+
+    cfg = micro_config(tmp_path / "a", corpus, model=REFIT, run={"max_steps": 4})
+    trainer = Trainer(cfg)
+    trainer.fit(until_step=1)
+    assert not trainer.model.anchor.is_refitted
+    log_mel = trainer.model.anchor.centroids.clone()
+    with caplog.at_level("INFO", logger="dinosr.train.anchor_fit"):
+        trainer.fit(until_step=2)
+    assert trainer.model.anchor.is_refitted
+    assert any("anchor refit: 8 k-means units of teacher layer 1" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(trainer.model.anchor.centroids, log_mel, rtol=0, atol=0)  # kept, unused
+    # Reference: k-means of the step-2 teacher's layer 1 on the subset the log-mel fit read.
+    model = trainer.model
+    frames = anchor_fit_frames(
+        model.anchor,
+        read_manifest(corpus),
+        cfg.data,
+        minutes=cfg.model.anchor_fit_minutes,
+        seed=cfg.run.seed,
+        features=model.anchor_layer_features,
+    )
+    expected = kmeans_pp(frames, 8, iters=20, generator=torch.Generator().manual_seed(cfg.run.seed))
+    torch.testing.assert_close(model.anchor.layer_centroids, expected, rtol=0, atol=0)
+    trainer.fit()
+    trainer.close()
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "anchor_loss" in r] == [1, 2, 4]  # still logged after the refit
+
+
+def test_resume_before_or_after_the_refit_is_exact(tmp_path, corpus):
+    sections = {"model": REFIT, "run": {"max_steps": 4}}
+    straight = Trainer(micro_config(tmp_path / "straight", corpus, **sections))
+    straight.fit()
+    final = straight.model.state_dict()
+    straight.close()
+    assert bool(final["anchor.refitted"])
+    for stop in (1, 3):  # the resumed run refits at step 2 itself / restores the refit from the checkpoint
+        first = Trainer(micro_config(tmp_path / f"stop{stop}", corpus, **sections))
+        first.fit(until_step=stop)
+        assert first.model.anchor.is_refitted == (stop >= 2)
+        first.close()
+        second = Trainer(micro_config(tmp_path / f"stop{stop}", corpus, **sections))
+        assert second.fit() == 4
+        got = second.model.state_dict()
+        second.close()
+        assert set(got) == set(final)
+        for key, value in final.items():
+            assert torch.equal(got[key], value), (stop, key)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.anchor_refit_step=-1"], "anchor_refit_step must be >= 0"),
+        (["model.anchor_units=0", "model.anchor_refit_step=10"], "it needs anchor_units > 0"),
+        (["model.anchor_refit_step=10", "model.anchor_refit_layer=5"], r"1\.\.num_layers \(4\).*got 5"),
+        (["model.anchor_refit_layer=-1"], r"1\.\.num_layers \(4\).*got -1"),
+    ],
+)
+def test_bad_refit_options_are_clear_errors(overrides, message):
+    from dinosr.config import ConfigError
+    from dinosr.configs import load_preset
+
+    with pytest.raises(ConfigError, match=rf"tiny\.toml\.model: .*{message}"):
+        load_preset("tiny", overrides)
+    ok = load_preset("tiny", ["model.anchor_refit_step=10"]).model
+    assert (ok.anchor_refit_layer, ok.anchor_refit_layer_index) == (0, 2)  # 0 = the middle of 4 layers
+
+
+def _refit_worker(rank: int, world: int, port: int, workdir: str, manifest: str) -> None:
+    from dinosr.data.config import DataConfig
+    from dinosr.data.manifest import read_manifest
+    from dinosr.train import distributed as dist
+    from dinosr.train.anchor_fit import refit_anchor
+
+    torch.set_num_threads(1)
+    dist.init_distributed(dist.DistEnv(rank=rank, world_size=world, master_port=port), torch.device("cpu"))
+    try:
+        torch.manual_seed(0)
+        model = DinoSR(micro_model_config(anchor_units=4, anchor_refit_step=1, anchor_refit_layer=1))
+        # Only rank 0 reads audio: rank 1 gets no entries and must receive the refit by broadcast.
+        entries = read_manifest(manifest) if rank == 0 else []
+        refit_anchor(model, entries, DataConfig(), seed=0, step=1)
+        torch.save(
+            {"centroids": model.anchor.layer_centroids, "refitted": model.anchor.refitted},
+            f"{workdir}/refit_rank{rank}.pt",
+        )
+    finally:
+        dist.shutdown()
+
+
+def test_two_process_refit_is_rank_0s_broadcast(tmp_path):
+    from dinosr.data.config import DataConfig
+    from dinosr.data.manifest import read_manifest
+    from dinosr.train.anchor_fit import refit_anchor
+    from test_ddp import _run_two_processes
+
+    manifest = str(write_corpus(tmp_path / "corpus", num_files=3))
+    _run_two_processes(_refit_worker, str(tmp_path), manifest)
+    ranks = [torch.load(tmp_path / f"refit_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.manual_seed(0)
+    single = DinoSR(micro_model_config(anchor_units=4, anchor_refit_step=1, anchor_refit_layer=1))
+    refit_anchor(single, read_manifest(manifest), DataConfig(), seed=0, step=1)
+    for got in ranks:
+        assert bool(got["refitted"])
+        torch.testing.assert_close(got["centroids"], single.anchor.layer_centroids, rtol=0, atol=0)
