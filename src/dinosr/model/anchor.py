@@ -21,13 +21,6 @@ over codebooks) of the masked frames; the trainer divides the total by the numbe
 (the tiny recipe masks about 47 % of the frames of its 2 s crops; 1 - e^-0.8 = 55 % holds only for long
 utterances). Off (absent from the model and its state dict) unless
 ``ModelConfig.anchor_units > 0``.
-
-Refit (``anchor_refit_step > 0``, HuBERT's second iteration): after that many updates the k-means is fit
-again, on the teacher's layer ``anchor_refit_layer`` (instance-normalised per utterance, like DinoSR's
-targets) over the same training subset, and from then on the head predicts the nearest of those
-``layer_centroids`` for the teacher's layer features of the unmasked input. The head keeps its weights (same
-number of units). ``layer_centroids`` and the ``refitted`` flag exist only with the option, so the state dict
-of a run without it is unchanged and a run resumed on either side of the refit continues exactly.
 """
 
 from __future__ import annotations
@@ -50,37 +43,22 @@ class AcousticAnchor(nn.Module):
         embed_dim: width of the student layer the head reads.
         n_mels: mel bands of the acoustic features.
         context: frames stacked on each side (edge frames repeated), so a unit sees 20 ms x (2 context + 1).
-        refit_dim: > 0 allocates the ``layer_centroids`` (num_units, refit_dim) of a later refit on a model
-            layer of this width (``anchor_refit_step > 0``); 0 = never refit (no extra state).
     """
 
-    def __init__(
-        self, num_units: int, embed_dim: int, *, n_mels: int = 40, context: int = 1, refit_dim: int = 0
-    ) -> None:
+    def __init__(self, num_units: int, embed_dim: int, *, n_mels: int = 40, context: int = 1) -> None:
         super().__init__()
         self.context = context
         self.frontend = LogMelFrontend(n_mels)
         self.head = nn.Linear(embed_dim, num_units)
         self.register_buffer("centroids", torch.zeros(num_units, n_mels * (2 * context + 1)))
         self.register_buffer("fitted", torch.tensor(False))
-        # A None buffer is not in the state dict: without the option the keys are those of older runs.
-        refit = refit_dim > 0
-        self.register_buffer("layer_centroids", torch.zeros(num_units, refit_dim) if refit else None)
-        self.register_buffer("refitted", torch.tensor(False) if refit else None)
 
     centroids: Tensor
     fitted: Tensor
-    layer_centroids: Tensor | None
-    refitted: Tensor | None
 
     @property
     def num_units(self) -> int:
         return self.centroids.shape[0]
-
-    @property
-    def is_refitted(self) -> bool:
-        """Whether the targets are the layer k-means units (after the refit) rather than the log-mel ones."""
-        return self.refitted is not None and bool(self.refitted)
 
     @torch.no_grad()
     def features(self, waveforms: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -99,67 +77,29 @@ class AcousticAnchor(nn.Module):
     @torch.no_grad()
     def fit(self, frames: Tensor, *, iters: int = 20, generator: torch.Generator | None = None) -> None:
         """k-means++ and ``iters`` Lloyd iterations on (N, F) frames from :meth:`features`."""
-        self._kmeans_into(self.centroids, frames, iters=iters, generator=generator)
-        self.fitted.fill_(True)
-
-    @torch.no_grad()
-    def fit_layer(self, frames: Tensor, *, iters: int = 20, generator: torch.Generator | None = None) -> None:
-        """The refit: k-means on (N, D) instance-normalised model-layer frames; the targets switch to it."""
-        if self.layer_centroids is None:
-            raise RuntimeError("this anchor was built without refit state (model.anchor_refit_step = 0)")
-        self._kmeans_into(self.layer_centroids, frames, iters=iters, generator=generator)
-        self.refitted.fill_(True)
-
-    def _kmeans_into(
-        self, centroids: Tensor, frames: Tensor, *, iters: int, generator: torch.Generator | None
-    ) -> None:
-        if frames.ndim != 2 or frames.shape[1] != centroids.shape[1]:
-            raise ValueError(f"anchor frames must be (N, {centroids.shape[1]}), got {tuple(frames.shape)}")
+        if frames.ndim != 2 or frames.shape[1] != self.centroids.shape[1]:
+            raise ValueError(
+                f"anchor frames must be (N, {self.centroids.shape[1]}), got {tuple(frames.shape)}"
+            )
         if frames.shape[0] < self.num_units:
             raise ValueError(
                 f"fitting {self.num_units} anchor units needs at least as many frames, got {frames.shape[0]}"
             )
-        centroids.copy_(kmeans_pp(frames, self.num_units, iters=iters, generator=generator))
+        self.centroids.copy_(kmeans_pp(frames, self.num_units, iters=iters, generator=generator))
+        self.fitted.fill_(True)
 
     @torch.no_grad()
     def assign(self, features: Tensor) -> Tensor:
         """(..., F) features -> (...) int64 index of the nearest centroid (squared L2, fp32)."""
         return nearest_codeword(features, self.centroids)
 
-    @torch.no_grad()
-    def targets(self, waveforms: Tensor, padding_mask: Tensor | None, layer: Tensor | None = None) -> Tensor:
-        """(B, T) int64 anchor unit of every frame: log-mel k-means, or after the refit layer k-means.
-
-        Args:
-            waveforms: (B, L) audio the log-mel features are computed from (before the refit).
-            padding_mask: (B, T) True = padded, or None.
-            layer: (B, T, D) instance-normalised teacher layer features of the same input; needed (and only
-                read) after the refit.
-        """
-        if self.is_refitted:
-            if layer is None:
-                raise RuntimeError("the refitted acoustic anchor needs the teacher's layer features")
-            return nearest_codeword(layer, self.layer_centroids)
-        return self.assign(self.features(waveforms, padding_mask))
-
-    def losses(
-        self,
-        waveforms: Tensor,
-        padding_mask: Tensor | None,
-        mask: Tensor,
-        hidden: Tensor,
-        *,
-        layer: Tensor | None = None,
-    ) -> Tensor:
-        """Per-masked-frame cross-entropy (M,) fp32 of the head on ``hidden`` (B, T, D) at ``mask``.
-
-        ``layer``: the teacher's layer features for the targets after the refit (see :meth:`targets`).
-        """
+    def losses(self, waveforms: Tensor, padding_mask: Tensor | None, mask: Tensor, hidden: Tensor) -> Tensor:
+        """Per-masked-frame cross-entropy (M,) fp32 of the head on ``hidden`` (B, T, D) at ``mask``."""
         if not bool(self.fitted):
             raise RuntimeError(
                 "the acoustic anchor (model.anchor_units > 0) is not fitted: the Trainer fits it before the "
                 "first step; otherwise call model.anchor.fit(frames) with frames from model.anchor.features"
             )
-        codes = self.targets(waveforms, padding_mask, layer)[mask]
+        codes = self.assign(self.features(waveforms, padding_mask))[mask]
         logits = self.head(hidden[mask]).float()
         return F.cross_entropy(logits, codes, reduction="none")

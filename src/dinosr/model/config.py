@@ -66,10 +66,6 @@ class ModelConfig:
     anchor_mels: int = 40  # mel bands of the anchor features
     anchor_context: int = 1  # frames stacked on each side of the anchor features
     anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
-    # >0: after this many updates refit the anchor k-means on the teacher's layer anchor_refit_layer (same
-    # subset) and predict those units from then on (HuBERT's second iteration; anchor.py); 0 = never
-    anchor_refit_step: int = 0
-    anchor_refit_layer: int = 0  # 1-based teacher layer clustered at the refit; 0 = middle (num_layers // 2)
 
     # Removed options (research/small_batch.md: no shipped recipe used them and the ablations did not keep
     # them). Configs of older runs still name them; they load when the value is the one that meant "off"
@@ -109,16 +105,6 @@ class ModelConfig:
         check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
         check(self.anchor_context >= 0, "anchor_context must be >= 0")
         check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
-        check(self.anchor_refit_step >= 0, "anchor_refit_step must be >= 0 (0 = never)")
-        check(
-            self.anchor_refit_step == 0 or self.anchor_units > 0,
-            "anchor_refit_step > 0 refits the acoustic anchor: it needs anchor_units > 0",
-        )
-        check(
-            0 <= self.anchor_refit_layer <= self.num_layers,
-            f"anchor_refit_layer must be a teacher layer 1..num_layers ({self.num_layers}), or 0 (the middle "
-            f"one), got {self.anchor_refit_layer}",
-        )
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         check(
             self.head_placement == "final" or self.layerdrop == 0.0,
@@ -129,11 +115,6 @@ class ModelConfig:
     def needs_codebook_samples(self) -> bool:
         """Whether a remedy needs raw teacher targets in the codebook statistics."""
         return self.codebook_init == "kmeans" or self.codebook_restart_steps > 0
-
-    @property
-    def anchor_refit_layer_index(self) -> int:
-        """The 1-based teacher layer the anchor refit clusters (``anchor_refit_layer``; 0 = the middle)."""
-        return self.anchor_refit_layer or max(1, self.num_layers // 2)
 
     @property
     def pos_conv_layer_kernel(self) -> int:

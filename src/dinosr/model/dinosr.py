@@ -125,13 +125,7 @@ class DinoSR(nn.Module):
             else None
         )
         self.anchor = (
-            AcousticAnchor(
-                cfg.anchor_units,
-                d,
-                n_mels=cfg.anchor_mels,
-                context=cfg.anchor_context,
-                refit_dim=d if cfg.anchor_refit_step > 0 else 0,
-            )
+            AcousticAnchor(cfg.anchor_units, d, n_mels=cfg.anchor_mels, context=cfg.anchor_context)
             if cfg.anchor_units > 0
             else None
         )
@@ -192,29 +186,6 @@ class DinoSR(nn.Module):
         Constant over the run today; ``step`` keeps the trainer's call site schedule-ready.
         """
         return 0.0 if self.anchor is None else self.cfg.anchor_weight
-
-    def anchor_refit_due(self, step: int) -> bool:
-        """Whether the anchor k-means is to be refit on the teacher's layer after ``step`` completed updates.
-
-        True once, from ``anchor_refit_step`` on until the refit is done (its flag is in the state dict).
-        """
-        refit_step = self.cfg.anchor_refit_step
-        return self.anchor is not None and 0 < refit_step <= step and not self.anchor.is_refitted
-
-    @torch.no_grad()
-    def anchor_layer_features(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """(B, L) waveforms -> (B, T, D) fp32: what the anchor refit clusters and, after it, assigns.
-
-        The teacher's residual stream at layer ``anchor_refit_layer`` (unmasked input), instance-normalised
-        per utterance over the valid frames like the codebook targets.
-        """
-        features, padding_mask = self.features(waveforms, lengths)
-        out = self.teacher(features, padding_mask, max_layer=self.cfg.anchor_refit_layer_index)
-        return self._anchor_layer(out, padding_mask)
-
-    def _anchor_layer(self, teacher_out: TransformerOutput, padding_mask: Tensor | None) -> Tensor:
-        layer = teacher_out.residuals[self.cfg.anchor_refit_layer_index - 1]
-        return instance_norm_frames(layer, padding_mask)
 
     def param_groups(self) -> list[dict]:
         """Student parameters: the extractor group (frozen later) and everything else trainable."""
@@ -284,19 +255,11 @@ class DinoSR(nn.Module):
 
     # ----------------------------------------------------------------------------- training forward
     @torch.no_grad()
-    def _targets(
-        self, features: Tensor, padding_mask: Tensor | None, mask: Tensor
-    ) -> tuple[Tensor, Tensor | None]:
-        """Instance-normalised teacher FFN outputs of the top-K layers at masked frames: (K, M, D) fp32.
-
-        Also the refitted anchor's (B, T, D) teacher-layer features (:meth:`anchor_layer_features`), else
-        None: taken here so the teacher's per-layer outputs are freed before the student runs.
-        """
+    def _targets(self, features: Tensor, padding_mask: Tensor | None, mask: Tensor) -> Tensor:
+        """Instance-normalised teacher FFN outputs of the top-K layers at masked frames: (K, M, D) fp32."""
         out = self.teacher(features, padding_mask)
         first = self.cfg.num_layers - self.cfg.num_codebook_layers
-        targets = torch.stack([instance_norm_frames(f, padding_mask)[mask] for f in out.ffn[first:]])
-        refitted = self.anchor is not None and self.anchor.is_refitted
-        return targets, self._anchor_layer(out, padding_mask) if refitted else None
+        return torch.stack([instance_norm_frames(f, padding_mask)[mask] for f in out.ffn[first:]])
 
     def _logits(self, out: TransformerOutput, mask: Tensor) -> Tensor:
         """Head logits at masked frames: (K, M, V) in the compute dtype."""
@@ -334,7 +297,7 @@ class DinoSR(nn.Module):
             mask = mask & ~padding_mask
 
         # Teacher: unmasked features before input dropout (spec 2.3); no gradient into the CNN from here.
-        targets, anchor_layer = self._targets(features.detach(), padding_mask, mask)
+        targets = self._targets(features.detach(), padding_mask, mask)
         codes = self.codebooks.assign(targets)
 
         x = self.dropout_input(features)
@@ -346,9 +309,7 @@ class DinoSR(nn.Module):
         anchor_losses = None
         if self.anchor is not None:
             frames = self._anchor_frames(mask, padding_mask)
-            hidden = student.residuals[-1]
-            # After the refit its targets are units of the teacher's layer (anchor_layer, from _targets).
-            anchor_losses = self.anchor.losses(waveforms, padding_mask, frames, hidden, layer=anchor_layer)
+            anchor_losses = self.anchor.losses(waveforms, padding_mask, frames, student.residuals[-1])
 
         with torch.no_grad():
             sums, counts = self.codebooks.batch_stats(targets, codes)

@@ -4,17 +4,13 @@ The anchor targets are k-means units of standardised log-mel frames of the *trai
 random subset of the manifest, ``model.anchor_fit_minutes`` long, read with the training loader's audio
 settings. Rank 0 fits and broadcasts the centroids, so every rank trains towards the same units; the
 centroids then live in the model's state dict (checkpoints resume without refitting).
-
-With ``model.anchor_refit_step > 0`` the k-means is fit a second time after that many updates
-(:func:`refit_anchor`, HuBERT's second iteration): on the same subset, now on the teacher's layer
-``model.anchor_refit_layer``; also rank 0 and a broadcast.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,22 +25,13 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def anchor_fit_frames(
-    anchor,
-    entries: Sequence[ManifestEntry],
-    data_cfg: DataConfig,
-    *,
-    minutes: float,
-    seed: int,
-    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    anchor, entries: Sequence[ManifestEntry], data_cfg: DataConfig, *, minutes: float, seed: int
 ) -> torch.Tensor:
     """(N, F) anchor features of a seeded random subset of ``entries`` holding ``minutes`` of speech.
 
     Audio is read as the training loader reads it (`AudioDataset`): unreadable files raise, or are logged
-    and skipped (and counted here) when ``data_cfg.skip_bad_files``. ``features`` maps a (1, L) waveform
-    on the anchor's device to (1, T, F) frames; default the anchor's log-mel features. The subset depends
-    only on ``entries``, ``minutes`` and ``seed``, so the refit reads the frames of the first fit.
+    and skipped (and counted here) when ``data_cfg.skip_bad_files``.
     """
-    features = anchor.features if features is None else features
     dataset = AudioDataset(entries, data_cfg)
     frames, seconds, skipped = [], 0.0, 0
     for index in np.random.default_rng(seed).permutation(len(entries)):
@@ -52,7 +39,7 @@ def anchor_fit_frames(
         if item is None:
             skipped += 1
             continue
-        feats = features(torch.from_numpy(item.wav)[None].to(anchor.centroids.device))[0]
+        feats = anchor.features(torch.from_numpy(item.wav)[None].to(anchor.centroids.device))[0]
         frames.append(feats.cpu())
         seconds += len(item.wav) / data_cfg.sample_rate
         if seconds >= 60 * minutes:
@@ -81,34 +68,3 @@ def fit_anchor(model, entries: Sequence[ManifestEntry], data_cfg: DataConfig, *,
     if dist.is_distributed():
         torch.distributed.broadcast(anchor.centroids, src=0)
         torch.distributed.broadcast(anchor.fitted, src=0)
-
-
-def refit_anchor(
-    model, entries: Sequence[ManifestEntry], data_cfg: DataConfig, *, seed: int, step: int
-) -> None:
-    """Refit ``model.anchor`` on the teacher's layer on rank 0 and broadcast it (a collective under DDP)."""
-    anchor = model.anchor
-    if dist.rank() == 0:
-        started = time.perf_counter()
-        frames = anchor_fit_frames(
-            anchor,
-            entries,
-            data_cfg,
-            minutes=model.cfg.anchor_fit_minutes,
-            seed=seed,
-            features=model.anchor_layer_features,
-        )
-        anchor.fit_layer(frames.to(anchor.centroids.device), generator=torch.Generator().manual_seed(seed))
-        log.info(
-            "step %d: acoustic anchor refit: %d k-means units of teacher layer %d fit on %d frames "
-            "(%.1f min) in %.1f s",
-            step,
-            anchor.num_units,
-            model.cfg.anchor_refit_layer_index,
-            frames.shape[0],
-            frames.shape[0] * 0.02 / 60,
-            time.perf_counter() - started,
-        )
-    if dist.is_distributed():
-        torch.distributed.broadcast(anchor.layer_centroids, src=0)
-        torch.distributed.broadcast(anchor.refitted, src=0)

@@ -83,7 +83,6 @@ class PretrainTask(Task):
         hop = config.model.hop_length
         # About the masked frames of one micro-batch (it only has to be fixed, see Task.loss_norm).
         self.loss_norm = max(1.0, config.data.max_tokens / hop)
-        self._entries = None  # the training loader's entries: the anchor refit reads the first fit's subset
 
     def build_model(self) -> nn.Module:
         from dinosr.model.dinosr import DinoSR
@@ -102,9 +101,7 @@ class PretrainTask(Task):
             from dinosr.data.corpus import bundled_corpus
 
             entries = read_manifest(Path(bundled_corpus()) / "train.tsv")
-        loader = build_train_loader(cfg.data, entries, rank=rank, world_size=world_size, seed=cfg.run.seed)
-        self._entries = loader.entries
-        return loader
+        return build_train_loader(cfg.data, entries, rank=rank, world_size=world_size, seed=cfg.run.seed)
 
     def describe(self, world_size: int) -> str:
         return effective_batch_message(self.cfg, world_size)
@@ -112,10 +109,9 @@ class PretrainTask(Task):
     def prepare(self, model: nn.Module, loader: Any) -> None:
         """Fit the acoustic anchor's k-means on the training speech once, before the first step."""
         anchor = getattr(model, "anchor", None)
-        entries = getattr(loader, "entries", None)
-        self._entries = entries if entries is not None else self._entries
         if anchor is None or bool(anchor.fitted):
             return
+        entries = getattr(loader, "entries", None)
         if entries is None:
             raise RuntimeError(
                 "model.anchor_units > 0 needs the training manifest entries (loader.entries) to fit the "
@@ -166,16 +162,6 @@ class PretrainTask(Task):
         model.post_step(step, stats.codebook)
         if model.is_frozen(step) and not was_frozen:
             log.info("step %d: teacher, feature extractor and projection frozen", step)
-        if model.anchor_refit_due(step):  # model.anchor_refit_step: once, on every rank (a collective)
-            from dinosr.train.anchor_fit import refit_anchor
-
-            if self._entries is None:
-                raise RuntimeError(
-                    "model.anchor_refit_step > 0 refits the anchor on the training loader's entries, which "
-                    "this task has not seen (a custom loader on resume): call task.prepare(model, loader)"
-                )
-            with torch.random.fork_rng(devices=[]):  # like the first fit: training RNG untouched
-                refit_anchor(model, self._entries, self.cfg.data, seed=self.cfg.run.seed, step=step)
 
     def metrics(
         self, model: nn.Module, stats: PretrainStats, *, steps: int, seconds: float, step: int
