@@ -3,7 +3,7 @@
 # the same number of updates, 30-minute guard each), dev WER/CER on AN4 speakers absent from pretraining and
 # fine-tuning.  Usage:
 #   python research/real_speech/make_data.py                      # once: /work/exp/real/an4_{train,dev}.*
-#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a-g, h-k (default: a-e)
+#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a-g, h-j (default: a-e)
 #   python research/real_speech/an4_lm.py --lmplz LMPLZ $OUT/h ... # + a word 3-gram LM of the training text
 # Environment: DATA (default /work/exp/real), OUT (default /work/exp/an4_table), DEMO_RUN (the `dinosr demo`
 # training run, default /work/exp/demo_head/train), REAL_RUN (the real-speech pretraining run, default
@@ -20,7 +20,7 @@ ROWS=${*:-a b c d e}
 SEED=${SEED:-1}
 common=(--set "data.manifest=$DATA/an4_train.tsv" --set "data.valid_manifest=$DATA/an4_dev.tsv"
         --set "run.max_minutes=$MINUTES" --set "run.seed=$SEED")
-# rows h-k use the whole 30-minute budget: as many updates as one thread fits in it (fp32 or bf16 autocast)
+# rows h-j use the whole 30-minute budget: as many updates as one thread fits in it (fp32 or bf16 autocast)
 fp32_30min=(--set run.max_steps=2800 --set run.validate_every=300)
 bf16_30min=(--set run.max_steps=4200 --set run.validate_every=300 --set run.precision=bf16)
 mkdir -p "$OUT"
@@ -34,9 +34,8 @@ for row in $ROWS; do
     f) args=(--from-scratch --set 'data.speed_perturb=[0.9,1.1]') ;;       # (d) + speed perturbation
     g) args=(--init "$REAL_RUN" --set 'data.speed_perturb=[0.9,1.1]') ;;   # (e) + speed perturbation
     h) args=(--init "$REAL_RUN" "${fp32_30min[@]}") ;;             # (e) for the whole budget, fp32
-    i) args=(--from-scratch "${fp32_30min[@]}") ;;                 # (d) for the whole budget, fp32
-    j) args=(--from-scratch "${bf16_30min[@]}") ;;                 # (d) for the whole budget, bf16
-    k) args=(--init "$REAL_RUN" "${bf16_30min[@]}") ;;             # (e) for the whole budget, bf16
+    i) args=(--from-scratch "${bf16_30min[@]}") ;;                 # (d) for the whole budget, bf16
+    j) args=(--init "$REAL_RUN" "${bf16_30min[@]}") ;;             # (e) for the whole budget, bf16
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   case $row in [a-g]) args+=(--set "run.max_steps=$STEPS") ;; esac
