@@ -30,7 +30,9 @@ from dinosr.asr.lm import BeamSearchDecoder, BeamSettings
 from dinosr.asr.scoring import score
 from dinosr.asr.transcribe import ctc_logits
 from dinosr.data.audio import load_model_inputs
+from dinosr.data.labels import Dictionary
 from dinosr.data.manifest import read_manifest
+from dinosr.fileio import atomic_write
 from dinosr.interop.ctc_pretrained import load_ctc_model
 
 LM_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -40,14 +42,13 @@ WORD_SCORES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 def build_lm(lmplz: str, text: Path, order: int, out: Path) -> Path:
     """ARPA n-gram of ``text`` (one sentence per line); discount fallback: AN4's counts are tiny."""
     if not out.exists():
-        with open(text, "rb") as src, open(out.with_suffix(".tmp"), "wb") as dst:
+        with open(text, "rb") as src, atomic_write(out) as dst:
             subprocess.run([lmplz, "-o", str(order), "--discount_fallback"], stdin=src, stdout=dst,
                            stderr=subprocess.DEVNULL, check=True)  # fmt: skip
-        out.with_suffix(".tmp").replace(out)
     return out
 
 
-def dev_logits(run: str, manifest: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, object]:
+def dev_logits(run: str, manifest: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, Dictionary]:
     """Utterance names, (N, T, V) logits and frame lengths of every dev utterance, one at a time."""
     model, dictionary = load_ctc_model(run)
     entries = read_manifest(manifest)
