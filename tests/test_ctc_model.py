@@ -28,9 +28,9 @@ def _ctc(ctc_cfg: CTCConfig | None = None, **overrides) -> DinoSRForCTC:
 
 
 # ----------------------------------------------------------------------------- weight copy
-@pytest.mark.parametrize("frontend", ["conv", "logmel"])
-def test_from_dinosr_copies_the_student_and_matches_its_encoder(frontend):
-    dinosr = _dinosr(frontend=frontend, n_mels=16)
+@pytest.mark.parametrize("frontend, cmn", [("conv", False), ("logmel", False), ("logmel", True)])
+def test_from_dinosr_copies_the_student_and_matches_its_encoder(frontend, cmn):
+    dinosr = _dinosr(frontend=frontend, n_mels=16, logmel_cmn=cmn)
     ctc = DinoSRForCTC.from_dinosr(dinosr, V)
     keys = set(ctc.state_dict())
     assert not any(k.startswith(("teacher.", "heads.", "codebooks.", "anchor.")) for k in keys)
@@ -218,8 +218,9 @@ def test_layerdrop_only_in_training():
     assert any(differs)  # layers skipped (no dropout left to explain a difference)
 
 
-def test_padded_batch_equals_single_utterances():
-    ctc = _ctc().eval()
+@pytest.mark.parametrize("overrides", [{}, {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True}])
+def test_padded_batch_equals_single_utterances(overrides):
+    ctc = _ctc(**overrides).eval()
     wav = _wav()
     lengths = torch.tensor([6400, 4000])
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """The log-mel front end option: same frame grid as the official CNN, correct filters, batch == singles."""
 
+import dataclasses
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from dinosr.model import dinosr_tiny
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor
 from dinosr.model.logmel import LogMelFrontend, mel_filterbank
+from dinosr.model.norm import mean_normalise_frames
 
 
 def test_frame_grid_equals_the_official_cnn():
@@ -38,9 +40,12 @@ def test_a_tone_lights_up_its_mel_band():
     assert peak_band == int(filters[bin_1k].argmax())
 
 
-def test_logmel_model_padded_batch_equals_singles():
+@pytest.mark.parametrize("cmn", [False, True])
+def test_logmel_model_padded_batch_equals_singles(cmn):
     torch.manual_seed(0)
-    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4).eval()
+    model = dinosr_tiny(
+        frontend="logmel", logmel_cmn=cmn, embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4
+    ).eval()
     assert sum(p.numel() for p in model.feature_extractor.parameters()) == 0
     waves = [torch.randn(8000), torch.randn(5120)]
     batch = torch.zeros(2, 8000)
@@ -74,3 +79,38 @@ def test_logmel_model_trains_and_refuses_hf_export(tmp_path):
     assert model.feature_projection.projection.weight.grad is not None
     with pytest.raises(ValueError, match="frontend='logmel'"):
         export_hf(model, tmp_path / "hf")
+
+
+def test_mean_normalise_frames_against_a_per_utterance_loop():
+    x = torch.randn(3, 9, 5, generator=torch.Generator().manual_seed(0))
+    lengths = [9, 4, 1]
+    padding_mask = torch.arange(9)[None, :] >= torch.tensor(lengths)[:, None]
+    out = mean_normalise_frames(x, padding_mask)
+    for i, n in enumerate(lengths):
+        mean = x[i, :n].mean(0)
+        torch.testing.assert_close(out[i], x[i] - mean)  # padded frames shift by the same mean
+    torch.testing.assert_close(mean_normalise_frames(x), x - x.mean(1, keepdim=True))
+
+
+def test_logmel_cmn_removes_a_fixed_gain_per_band():
+    # A band-wise gain is an additive constant on log-mel energies (a fixed channel or a speaker's average
+    # spectral envelope); with logmel_cmn the projected features do not see it.
+    torch.manual_seed(0)
+    model = dinosr_tiny(frontend="logmel", logmel_cmn=True, embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4)
+    wav = torch.randn(1, 8000)
+    gain = torch.randn(80)
+    shifted = model.feature_extractor.forward
+
+    def with_gain(waveforms):
+        return shifted(waveforms) + gain
+
+    reference, _ = model.features(wav)
+    model.feature_extractor.forward = with_gain
+    torch.testing.assert_close(model.features(wav)[0], reference, atol=1e-5, rtol=1e-5)
+    model.cfg = dataclasses.replace(model.cfg, logmel_cmn=False)
+    assert not torch.allclose(model.features(wav)[0], reference, atol=1e-3)
+
+
+def test_logmel_cmn_needs_the_logmel_front_end():
+    with pytest.raises(ValueError, match="logmel_cmn"):
+        dinosr_tiny(frontend="conv", logmel_cmn=True)

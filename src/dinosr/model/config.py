@@ -33,6 +33,7 @@ class ModelConfig:
     conv_layers: tuple[tuple[int, int, int], ...] = BASE_CONV_LAYERS  # fairseq: conv_feature_layers
     frontend: Literal["conv", "logmel"] = "conv"  # conv = official CNN; logmel = fixed log-mel (CPU option)
     n_mels: int = 80  # mel bands of frontend="logmel"
+    logmel_cmn: bool = False  # frontend="logmel": subtract each utterance's mean log-mel per band (speaker/channel)
     embed_dim: int = 768  # encoder_embed_dim
     num_layers: int = 12  # encoder_layers
     num_heads: int = 12  # encoder_attention_heads
@@ -80,6 +81,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check(len(self.conv_layers) > 0, "conv_layers must not be empty")
         check(self.n_mels >= 1, "n_mels must be >= 1")
+        check(not self.logmel_cmn or self.frontend == "logmel", "logmel_cmn needs frontend = 'logmel'")
         check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
         check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
         check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")

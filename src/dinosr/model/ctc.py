@@ -42,6 +42,7 @@ from dinosr.model.config import ModelConfig
 from dinosr.model.dinosr import make_encoder, make_front_end
 from dinosr.model.encoder import FeatureProjection, lengths_to_padding_mask
 from dinosr.model.masking import compute_span_mask
+from dinosr.model.norm import mean_normalise_frames
 
 if TYPE_CHECKING:
     from dinosr.model.dinosr import DinoSR
@@ -219,7 +220,6 @@ class DinoSRForCTC(nn.Module):
         """
         with torch.no_grad():  # the front end never trains
             x = self.feature_extractor(waveforms)
-        x = self.feature_projection(x)
         b, t, _ = x.shape
         if lengths is None:
             frame_lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
@@ -227,6 +227,9 @@ class DinoSRForCTC(nn.Module):
         else:
             frame_lengths = self.frame_lengths(lengths.to(x.device))
             padding_mask = lengths_to_padding_mask(frame_lengths, t)
+        if self.cfg.logmel_cmn:
+            x = mean_normalise_frames(x, padding_mask)
+        x = self.feature_projection(x)
         x = self.dropout_input(x)
         if apply_mask:
             time_mask, channel_mask = self.sample_masks(b, t, padding_mask)

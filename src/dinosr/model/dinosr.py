@@ -29,7 +29,7 @@ from dinosr.model.encoder import (
 )
 from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.masking import compute_span_mask
-from dinosr.model.norm import instance_norm_frames
+from dinosr.model.norm import instance_norm_frames, mean_normalise_frames
 from dinosr.model.remedies import CodebookUpkeep, sample_frames
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
@@ -202,11 +202,13 @@ class DinoSR(nn.Module):
 
     def features(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(B, L) waveforms -> projected features (B, T, D), padding mask (B, T) (True = padded) or None."""
-        x = self.feature_projection(self.feature_extractor(waveforms))
+        x = self.feature_extractor(waveforms)
         padding_mask = None
         if lengths is not None:
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
-        return x, padding_mask
+        if self.cfg.logmel_cmn:
+            x = mean_normalise_frames(x, padding_mask)
+        return self.feature_projection(x), padding_mask
 
     def sample_mask(self, batch_size: int, num_frames: int, padding_mask: Tensor | None = None) -> Tensor:
         """(B, T) bool span mask (CPU) from ``masking_cfg`` using the global torch RNG."""

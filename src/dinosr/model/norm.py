@@ -1,4 +1,4 @@
-"""Per-utterance instance normalisation of frame sequences (the teacher targets, spec section 5)."""
+"""Per-utterance normalisation of frame sequences: the teacher targets (spec section 5), the log-mel input."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def instance_norm_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tenso
             mean = (x * valid).sum(1, keepdim=True) / n
             var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
         return (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+
+
+def mean_normalise_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    """Per utterance and channel, subtract the mean over the valid frames (cepstral mean normalisation).
+
+    (B, T, D) -> (B, T, D) in x's dtype; padded frames are excluded from the mean (and shifted like the rest).
+    """
+    if padding_mask is None:
+        return x - x.mean(dim=1, keepdim=True)
+    valid = (~padding_mask)[..., None].to(x.dtype)
+    mean = (x * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1.0)
+    return x - mean
