@@ -28,7 +28,7 @@ def _ctc(ctc_cfg: CTCConfig | None = None, **overrides) -> DinoSRForCTC:
 
 
 # ----------------------------------------------------------------------------- weight copy
-@pytest.mark.parametrize("frontend, cmn", [("conv", False), ("logmel", False), ("logmel", True)])
+@pytest.mark.parametrize(("frontend", "cmn"), [("conv", False), ("logmel", False), ("logmel", True)])
 def test_from_dinosr_copies_the_student_and_matches_its_encoder(frontend, cmn):
     dinosr = _dinosr(frontend=frontend, n_mels=16, logmel_cmn=cmn)
     ctc = DinoSRForCTC.from_dinosr(dinosr, V)

@@ -96,7 +96,9 @@ def test_logmel_cmn_removes_a_fixed_gain_per_band():
     # A band-wise gain is an additive constant on log-mel energies (a fixed channel or a speaker's average
     # spectral envelope); with logmel_cmn the projected features do not see it.
     torch.manual_seed(0)
-    model = dinosr_tiny(frontend="logmel", logmel_cmn=True, embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4)
+    model = dinosr_tiny(
+        frontend="logmel", logmel_cmn=True, embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4
+    )
     wav = torch.randn(1, 8000)
     gain = torch.randn(80)
     shifted = model.feature_extractor.forward

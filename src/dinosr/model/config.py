@@ -33,7 +33,7 @@ class ModelConfig:
     conv_layers: tuple[tuple[int, int, int], ...] = BASE_CONV_LAYERS  # fairseq: conv_feature_layers
     frontend: Literal["conv", "logmel"] = "conv"  # conv = official CNN; logmel = fixed log-mel (CPU option)
     n_mels: int = 80  # mel bands of frontend="logmel"
-    logmel_cmn: bool = False  # frontend="logmel": subtract each utterance's mean log-mel per band (speaker/channel)
+    logmel_cmn: bool = False  # logmel only: subtract each utterance's mean log-mel per band (channel)
     embed_dim: int = 768  # encoder_embed_dim
     num_layers: int = 12  # encoder_layers
     num_heads: int = 12  # encoder_attention_heads
