@@ -10,9 +10,12 @@ Writes, under DEST (default /work/exp/real):
   fsdd_eval.tsv            FSDD recordings (never used in training)
   fsdd_dev.tsv             dev set (c): FSDD's test takes 0-4 (300 recordings, 6 speakers)
   fsdd_speakers.tsv        FSDD utterance -> speaker
+  pretrain_synthetic.tsv   with --synthetic CORPUS: pretrain.tsv plus every utterance of that corpus (train
+                           and valid: the docs' "more voices" ablation); root = /
 
 The AN4 dev speakers are disjoint from everything the models train on, so every AN4 dev number is on speakers
 the model never heard. Usage: python research/real_speech/make_data.py [--shared ../shared] [--dest DIR]
+[--synthetic CORPUS]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared"))
     parser.add_argument("--dest", default="/work/exp/real")
+    parser.add_argument("--synthetic", help="a dinosr corpus synth directory to add to the pretraining mix")
     args = parser.parse_args()
     real = Path(args.shared).resolve() / "data" / "real"
     dest = Path(args.dest)
@@ -80,6 +84,16 @@ def main() -> None:
     write_lines(dest / "fsdd_dev.tsv", [str(fsdd)] + [f"{f.name}\t{sf.info(f).frames}" for f in test])
     write_lines(dest / "fsdd_speakers.tsv", [f"{f.stem}\t{f.stem.split('_')[1]}" for f in files])
     print(f"fsdd dev: {len(test)} recordings (takes 0-4)")
+
+    if args.synthetic:
+        corpus = Path(args.synthetic).resolve()
+        entries = [tuple(line.split("\t")) for line in pretrain]
+        paths = [(real / p, n) for p, n in entries]
+        for split in ("train", "valid"):
+            paths += [(corpus / p, n) for p, n in read_tsv_manifest(corpus / f"{split}.tsv")]
+        mixed = [f"{path.relative_to('/')}\t{n}" for path, n in paths]  # root "/": two trees in one manifest
+        write_lines(dest / "pretrain_synthetic.tsv", ["/", *mixed])
+        print(f"pretrain + {corpus.name}: {len(mixed)} utterances")
 
 
 if __name__ == "__main__":
