@@ -101,10 +101,10 @@ def test_logmel_cmn_removes_a_fixed_gain_per_band():
     )
     wav = torch.randn(1, 8000)
     gain = torch.randn(80)
-    shifted = model.feature_extractor.forward
+    plain_logmel = model.feature_extractor.forward
 
-    def with_gain(waveforms):
-        return shifted(waveforms) + gain
+    def with_gain(waveforms):  # the same audio through a fixed channel
+        return plain_logmel(waveforms) + gain
 
     reference, _ = model.features(wav)
     model.feature_extractor.forward = with_gain

@@ -18,11 +18,15 @@ def instance_norm_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tenso
         if padding_mask is None:
             var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
         else:
-            valid = (~padding_mask)[..., None].float()
-            n = valid.sum(1, keepdim=True).clamp(min=1.0)
-            mean = (x * valid).sum(1, keepdim=True) / n
-            var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
+            mean = masked_frame_mean(x, padding_mask)
+            var = masked_frame_mean((x - mean).square(), padding_mask)
         return (x - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+
+
+def masked_frame_mean(x: Tensor, padding_mask: Tensor) -> Tensor:
+    """(B, T, D) -> (B, 1, D): per utterance and channel, the mean over the valid frames (in x's dtype)."""
+    valid = (~padding_mask)[..., None].to(x.dtype)
+    return (x * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1.0)
 
 
 def mean_normalise_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -32,6 +36,4 @@ def mean_normalise_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tens
     """
     if padding_mask is None:
         return x - x.mean(dim=1, keepdim=True)
-    valid = (~padding_mask)[..., None].to(x.dtype)
-    mean = (x * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1.0)
-    return x - mean
+    return x - masked_frame_mean(x, padding_mask)
