@@ -56,7 +56,7 @@ def _split_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--voices", default="all", help="kal,ked,slt,mbrola-us1,... or 'all'")
+    parser.add_argument("--voices", default="all", help="kal,ked,slt,mbrola-us1,flite-awb,... or 'all'")
     parser.add_argument(
         "--variants", type=int, default=3, help="speakers per voice (1-3 with resample, 1-5 with warp)"
     )

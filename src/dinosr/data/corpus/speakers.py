@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dinosr.data.corpus import festival
+from dinosr.data.corpus import festival, flite
+
+# Voices of engines other than Festival are named ENGINE-VOICE in ``--voices`` (``mbrola-us1``).
+PREFIXED_ENGINES = ("mbrola", "flite")
+
+
+def engine_and_voice(voice: str) -> tuple[str, str]:
+    """Split a ``--voices`` name into engine and voice.
+
+    ``"mbrola-us1"`` -> ``("mbrola", "us1")``, ``"flite-awb"`` -> ``("flite", "awb")``,
+    ``"kal"`` -> ``("festival", "kal")``.
+    """
+    engine, sep, short = voice.partition("-")
+    if sep and engine in PREFIXED_ENGINES:
+        return engine, short
+    return "festival", voice
 
 
 @dataclass(frozen=True)
@@ -18,7 +33,7 @@ class Speaker:
     """
 
     name: str
-    engine: str  # "festival" or "mbrola"
+    engine: str  # "festival", "mbrola" or "flite"
     voice: str
     resample: float = 1.0
     rate: float = 1.0  # speaking-rate multiplier before resampling
@@ -30,11 +45,14 @@ class Speaker:
     @property
     def base_voice(self) -> str:
         """The voice this speaker derives from, named as in ``--voices`` (``kal``, ``mbrola-us1``)."""
-        return f"mbrola-{self.voice}" if self.engine == "mbrola" else self.voice
+        return self.voice if self.engine == "festival" else f"{self.engine}-{self.voice}"
 
     @property
     def engine_sets_f0(self) -> bool:
-        """False for the HTS voices: Festival ignores hts_engine's f0 option, so ``pitch`` has no effect."""
+        """False where ``pitch`` has no effect: the HTS voices (Festival ignores hts_engine's f0
+        option) and flite voices whose f0 cannot be set."""
+        if self.engine == "flite":
+            return flite.FLITE_VOICES[self.voice].sets_f0
         return not (self.engine == "festival" and festival.FESTIVAL_VOICES[self.voice].hts)
 
     @property
@@ -74,7 +92,7 @@ def make_speakers(voices: list[str], *, variants: int = 3, method: str = "resamp
     """Return ``variants`` speakers per voice (the first one is the unmodified voice).
 
     Args:
-        voices: ``kal``, ``slt``, ``mbrola-us1``...
+        voices: ``kal``, ``slt``, ``mbrola-us1``, ``flite-awb``...
         variants: speakers per voice, 1 to ``PSEUDO_SPEAKERS[method]``.
         method: ``"resample"`` (pitch, formants and tempo scaled together) or ``"warp"``
             (formants, f0 and tempo set independently); docs/corpus.md, "Speakers".
@@ -86,8 +104,7 @@ def make_speakers(voices: list[str], *, variants: int = 3, method: str = "resamp
         raise ValueError(f"variants must be 1-{limit} with method {method!r}, got {variants}")
     speakers = []
     for voice in voices:
-        short = voice.removeprefix("mbrola-")
-        engine = "mbrola" if voice.startswith("mbrola-") else "festival"
+        engine, short = engine_and_voice(voice)
         if method == "resample":
             for suffix, resample, rate, pitch, alpha in _RESAMPLE_VARIANTS[:variants]:
                 speakers.append(Speaker(f"{short}{suffix}", engine, short, resample, rate, pitch, alpha))

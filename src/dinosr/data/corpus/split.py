@@ -27,8 +27,9 @@ def default_heldout_voice(voices: list[str]) -> str:
 
 
 def voice_speakers(base_voices: dict[str, str], voice: str) -> list[str]:
-    """Speakers whose base voice is ``voice`` (``mbrola-us1`` may be given as ``us1``)."""
-    names = {voice, f"mbrola-{voice}"}
+    """Speakers whose base voice is ``voice`` (``mbrola-us1`` may be given as ``us1``, ``flite-awb``
+    as ``awb``)."""
+    names = {voice, f"mbrola-{voice}", f"flite-{voice}"}
     chosen = sorted(spk for spk, base in base_voices.items() if base in names)
     if not chosen:
         raise ValueError(f"no speaker has base voice {voice!r}; voices: {sorted(set(base_voices.values()))}")

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from dinosr.data.corpus import festival, mbrola
+from dinosr.data.corpus import festival, flite, mbrola
 from dinosr.data.corpus.layout import (
     alignment_lines,
     atomic_write_json,
@@ -35,7 +35,7 @@ from dinosr.data.corpus.layout import (
     normalise_words,
 )
 from dinosr.data.corpus.phones import PHONES, SILENCE, UnknownPhoneError, merge_segments
-from dinosr.data.corpus.speakers import Speaker
+from dinosr.data.corpus.speakers import Speaker, engine_and_voice
 from dinosr.data.corpus.split import split_metadata
 from dinosr.data.corpus.voices import VOICES_FILE, voices_tsv_text
 
@@ -54,17 +54,21 @@ MBROLA_WPM = 150
 
 
 def available_voices() -> list[str]:
-    """All usable voices: Festival voice names, then ``mbrola-us1`` etc."""
+    """All usable voices: Festival voice names, then ``mbrola-us1`` etc., then ``flite-awb`` etc."""
     voices = festival.available_festival_voices()
     voices += [f"mbrola-{v}" for v in mbrola.available_mbrola_voices()]
+    voices += [f"flite-{v}" for v in flite.available_flite_voices()]
     return voices
 
 
 def check_voices(voices: list[str]) -> None:
     """Raise :class:`festival.EngineMissingError` (naming the Debian package) for a missing voice."""
     for voice in voices:
-        if voice.startswith("mbrola-"):
-            mbrola.check_mbrola_voice(voice.removeprefix("mbrola-"))
+        engine, short = engine_and_voice(voice)
+        if engine == "mbrola":
+            mbrola.check_mbrola_voice(short)
+        elif engine == "flite":
+            flite.check_flite_voice(short)
         else:
             festival.check_festival_voice(voice)
 
@@ -183,6 +187,15 @@ def _engine_render(plans: list[UttPlan], tmp: Path) -> dict[str, tuple[list[str]
                 out[utt] = (result.words, festival.festival_segments(result))
             except UnknownPhoneError as err:
                 logger.warning("%s: %s", utt, err)
+    elif spk.engine == "flite":
+        for p in plans:
+            try:
+                segments = flite.run_flite(
+                    spk.voice, p.text, tmp / f"{p.utt_id}.wav", rate=p.rate, pitch_factor=p.pitch
+                )
+                out[p.utt_id] = (p.text.split(), segments)
+            except (RuntimeError, UnknownPhoneError, ValueError) as err:
+                logger.warning("%s: %s", p.utt_id, err)
     else:
         for p in plans:
             try:
@@ -310,7 +323,7 @@ def synthesize_corpus(
         A :class:`SynthSummary`.
     """
     root = Path(root).resolve()
-    check_voices(sorted({(f"mbrola-{s.voice}" if s.engine == "mbrola" else s.voice) for s in speakers}))
+    check_voices(sorted({s.base_voice for s in speakers}))
     plans = plan_corpus(sentences, speakers, seed=seed)
     opts = {"noise_snr": noise_snr, "audio_format": audio_format, "level_dbfs": level_dbfs}
     parts = root / ".parts"

@@ -60,7 +60,8 @@ def _voices_from_corpus_json(path: Path) -> dict[str, str]:
     out = {}
     for name, spk in meta.get("speakers", {}).items():
         voice = spk["voice"]
-        out[name] = f"mbrola-{voice}" if spk.get("engine") == "mbrola" else voice
+        engine = spk.get("engine", "festival")
+        out[name] = voice if engine == "festival" else f"{engine}-{voice}"
     return out
 
 
