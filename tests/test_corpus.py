@@ -313,7 +313,7 @@ def test_bundled_corpus():
     base = read_base_voices(root)
     assert set(base) == set(corpus["speakers"].values())
     assert {base[s] for s in corpus["valid_speakers"]} == {"slt"}
-    assert {base[s] for s in corpus["train_speakers"]} == {"kal", "ked"}
+    assert {base[s] for s in corpus["train_speakers"]} == {"kal", "ked", "flite-awb", "flite-rms"}
     assert meta["split"] == "voice"
     assert meta["heldout_voices"] == ["slt"]
     assert meta["base_voices"] == base

@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--corpus", type=Path, help="use this corpus directory instead of generating one")
     demo.add_argument(
-        "--bundled", action="store_true", help="use the 12-minute corpus bundled in the package"
+        "--bundled", action="store_true", help="use the 15-minute corpus bundled in the package"
     )
     demo.add_argument("--eval-seconds", type=float, help="cap the evaluation audio (quick checks)")
     demo.add_argument("--jobs", type=int, default=2, help="corpus synthesis processes")
@@ -133,7 +133,7 @@ def prepare_corpus(
     if not voices:
         log.warning(
             "no speech synthesizer voices installed (apt-get install festival festvox-kallpc16k "
-            "festvox-kdlpc16k festvox-us-slt-hts): using the 12-minute bundled corpus"
+            "festvox-kdlpc16k festvox-us-slt-hts): using the 15-minute bundled corpus"
         )
         return Path(bundled_corpus()), "bundled"
     from dinosr.data.corpus.cli import synthesize_demo_corpus

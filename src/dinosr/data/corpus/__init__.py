@@ -18,7 +18,7 @@ def bundled_corpus() -> Path:
 
     It holds ``audio/<speaker>/<utt>.flac`` (16 kHz mono, 16-bit), ``train.tsv``/``valid.tsv``
     manifests (split by base voice: ``valid.*`` is every speaker of the voice slt, ``train.*`` the
-    speakers of kal and ked), ``.wrd``/``.ltr`` transcripts, ``alignments.tsv``,
+    speakers of kal, ked, flite-awb and flite-rms), ``.wrd``/``.ltr`` transcripts, ``alignments.tsv``,
     ``speakers.tsv``, ``voices.tsv`` (:func:`read_base_voices`) and ``corpus.json``. Reading it
     needs only soundfile.
 
