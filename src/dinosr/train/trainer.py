@@ -27,6 +27,7 @@ that invariant checkable in one place. What does not touch that state already li
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import time
@@ -356,7 +357,7 @@ class Trainer:
             return
         before = [g["name"] for g in self.optimizer.param_groups]
         sync_groups(self.optimizer, groups)
-        self.ddp_model = self._wrap()
+        self._rewrap()
         if self.is_main:
             log.info(
                 "step %d: trained parameter groups %s -> %s",
@@ -364,6 +365,20 @@ class Trainer:
                 before,
                 [g["name"] for g in self.optimizer.param_groups],
             )
+
+    def _rewrap(self) -> None:
+        """Replace the DDP wrapper, freeing the old one first.
+
+        A DDP wrapper sits in reference cycles (its autograd hooks), so once replaced it would linger until
+        some later garbage collection, which can fire in the middle of the next backward pass and tear its
+        reducer down under the autograd engine (the likely cause of a rare SIGABRT of one rank in the
+        2-process fine-tuning test, whose first update re-wraps). Collecting it here, at a quiet point and
+        with the process group alive, makes the release deterministic.
+        """
+        if dist.is_distributed():
+            self.ddp_model = self.model
+            gc.collect()
+        self.ddp_model = self._wrap()
 
     def _wrap(self) -> nn.Module:
         """DDP over the currently trainable parameters (the bare model for one process)."""
@@ -487,7 +502,7 @@ class Trainer:
         self.bad_steps = int(state.get("bad_steps", 0))
         self.best = dict(state["best"]) if state.get("best") else None
         self.task.load_checkpoint_extras(state)
-        self.ddp_model = self._wrap()
+        self._rewrap()
 
     def resume(self) -> bool:
         """Load the newest checkpoint of ``run.workdir`` if there is one; returns whether it did."""
