@@ -369,11 +369,10 @@ class Trainer:
     def _rewrap(self) -> None:
         """Replace the DDP wrapper, freeing the old one first.
 
-        A DDP wrapper sits in reference cycles (its autograd hooks), so once replaced it would linger until
-        some later garbage collection, which can fire in the middle of the next backward pass and tear its
-        reducer down under the autograd engine (the likely cause of a rare SIGABRT of one rank in the
-        2-process fine-tuning test, whose first update re-wraps). Collecting it here, at a quiet point and
-        with the process group alive, makes the release deterministic.
+        A DDP wrapper sits in reference cycles (its autograd hooks), so once replaced it would linger, holding
+        its reducer and buckets, until some later garbage collection at an arbitrary point of training (or
+        after the process group is gone). Collecting it here, at a quiet point and with the process group
+        alive, makes the release deterministic.
         """
         if dist.is_distributed():
             self.ddp_model = self.model
