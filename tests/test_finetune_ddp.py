@@ -47,7 +47,8 @@ def _worker(rank: int, world: int, port: int, workdir: str, manifest: str) -> No
         results = [trainer.train_step([half]), trainer.train_step([half])]
         if rank == 0:
             torch.save(_snapshot(trainer, results), f"{workdir}/ddp_ft.pt")
-        # Leave together: one rank tore gloo down while the other still worked, and aborted, once in CI.
+        # Leave together. One rank aborted (SIGABRT) once in CI at the end of this worker, cause not pinned
+        # down; the barrier keeps a rank from tearing gloo down while the other still works.
         dist.barrier()
     finally:
         dist.shutdown()
