@@ -13,6 +13,7 @@ phone set as Festival's radio phones; the wave it writes is the one those times 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -37,13 +38,14 @@ FLITE_VOICES: dict[str, FliteVoice] = {
 }
 
 
-def listed_flite_voices() -> list[str]:
+@functools.cache  # asked before every utterance (check_flite_voice): one `flite -lv` per process is enough
+def listed_flite_voices() -> tuple[str, ...]:
     """Voices the installed ``flite`` binary lists (``flite -lv``); empty when flite is missing."""
     if shutil.which("flite") is None:
-        return []
+        return ()
     proc = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=60, check=False)
     _, _, names = proc.stdout.partition(":")
-    return names.split()
+    return tuple(names.split())
 
 
 def available_flite_voices() -> list[str]:
