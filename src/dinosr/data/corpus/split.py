@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from dinosr.data.corpus.layout import atomic_write_json, atomic_write_text
-from dinosr.data.corpus.speakers import Speaker
+from dinosr.data.corpus.speakers import PREFIXED_ENGINES, Speaker
 from dinosr.data.corpus.voices import VOICES_FILE, read_base_voices, voices_tsv_text
 
 # Held out by default when present: the only voice that shares neither the synthesis method (HTS
@@ -29,7 +29,7 @@ def default_heldout_voice(voices: list[str]) -> str:
 def voice_speakers(base_voices: dict[str, str], voice: str) -> list[str]:
     """Speakers whose base voice is ``voice`` (``mbrola-us1`` may be given as ``us1``, ``flite-awb``
     as ``awb``)."""
-    names = {voice, f"mbrola-{voice}", f"flite-{voice}"}
+    names = {voice, *(f"{engine}-{voice}" for engine in PREFIXED_ENGINES)}
     chosen = sorted(spk for spk, base in base_voices.items() if base in names)
     if not chosen:
         raise ValueError(f"no speaker has base voice {voice!r}; voices: {sorted(set(base_voices.values()))}")
