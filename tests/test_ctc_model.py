@@ -218,7 +218,14 @@ def test_layerdrop_only_in_training():
     assert any(differs)  # layers skipped (no dropout left to explain a difference)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True},
+        {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True, "logmel_cvn": True},
+    ],
+)
 def test_padded_batch_equals_single_utterances(overrides):
     ctc = _ctc(**overrides).eval()
     wav = _wav()

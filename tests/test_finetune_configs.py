@@ -3,6 +3,7 @@ equal configs/finetune/, and the tri-stage LR follows a hand-computed curve."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -78,6 +79,26 @@ def test_cpu_small_is_a_small_cpu_recipe():
     assert cfg.optim.lr == pytest.approx(1e-3)
     assert 16 * 16000 <= cfg.data.max_tokens <= 32 * 16000
     assert cfg.data.manifest == ""  # the bundled corpus
+
+
+def test_cpu_quick_is_cpu_small_with_its_documented_changes():
+    """cpu_quick (the bundled quick path) differs from cpu_small in exactly the fields its header lists."""
+    small, quick = load_finetune_config("cpu_small"), load_finetune_config("cpu_quick")
+    changed = {
+        ("model", "logmel_cmn"): True,
+        ("ctc", "mask_prob"): 0.2,
+        ("data", "speed_perturb"): (0.8, 1.25),
+        ("run", "max_steps"): 1000,
+        ("run", "workdir"): "runs/ft_quick",
+    }
+    for section in ("model", "ctc", "finetune", "data", "optim", "run"):
+        for key, small_value in dataclasses.asdict(getattr(small, section)).items():
+            quick_value = getattr(getattr(quick, section), key)
+            if (section, key) in changed:
+                assert quick_value == changed[section, key], (section, key)
+                assert quick_value != small_value, (section, key)
+            else:
+                assert quick_value == small_value, (section, key)
 
 
 def test_tri_stage_fine_tuning_curve_by_hand():

@@ -11,7 +11,7 @@ from dinosr.model import dinosr_tiny
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor
 from dinosr.model.logmel import LogMelFrontend, mel_filterbank
-from dinosr.model.norm import mean_normalise_frames
+from dinosr.model.norm import mean_normalise_frames, normalise_logmel
 
 
 def test_frame_grid_equals_the_official_cnn():
@@ -40,11 +40,17 @@ def test_a_tone_lights_up_its_mel_band():
     assert peak_band == int(filters[bin_1k].argmax())
 
 
-@pytest.mark.parametrize("cmn", [False, True])
-def test_logmel_model_padded_batch_equals_singles(cmn):
+@pytest.mark.parametrize(("cmn", "cvn"), [(False, False), (True, False), (True, True)])
+def test_logmel_model_padded_batch_equals_singles(cmn, cvn):
     torch.manual_seed(0)
     model = dinosr_tiny(
-        frontend="logmel", logmel_cmn=cmn, embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4
+        frontend="logmel",
+        logmel_cmn=cmn,
+        logmel_cvn=cvn,
+        embed_dim=32,
+        num_heads=2,
+        ffn_dim=64,
+        pos_conv_groups=4,
     ).eval()
     assert sum(p.numel() for p in model.feature_extractor.parameters()) == 0
     waves = [torch.randn(8000), torch.randn(5120)]
@@ -116,3 +122,44 @@ def test_logmel_cmn_removes_a_fixed_gain_per_band():
 def test_logmel_cmn_needs_the_logmel_front_end():
     with pytest.raises(ValueError, match="logmel_cmn"):
         dinosr_tiny(frontend="conv", logmel_cmn=True)
+
+
+def test_logmel_cvn_against_a_per_utterance_loop():
+    x = 3.0 * torch.randn(3, 9, 5, generator=torch.Generator().manual_seed(1)) + 2.0
+    lengths = [9, 4, 2]
+    padding_mask = torch.arange(9)[None, :] >= torch.tensor(lengths)[:, None]
+    out = normalise_logmel(x, padding_mask, variance=True)
+    for i, n in enumerate(lengths):
+        valid = x[i, :n]
+        expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + 1e-5)
+        torch.testing.assert_close(out[i, :n], expected)
+    cmn_only = normalise_logmel(x, padding_mask, variance=False)
+    torch.testing.assert_close(cmn_only, mean_normalise_frames(x, padding_mask))
+
+
+def test_logmel_cvn_removes_a_fixed_scale_per_band():
+    # CMN removes an additive constant per band; CMVN also a per-band scale of the log energies (a voice
+    # with a flatter or more peaked spectral dynamics), which CMN alone keeps.
+    torch.manual_seed(0)
+    model = dinosr_tiny(
+        frontend="logmel",
+        logmel_cmn=True,
+        logmel_cvn=True,
+        embed_dim=32,
+        num_heads=2,
+        ffn_dim=64,
+        pos_conv_groups=4,
+    )
+    wav = torch.randn(1, 8000)
+    scale, gain = torch.rand(80) + 0.5, torch.randn(80)
+    plain_logmel = model.feature_extractor.forward
+    reference, _ = model.features(wav)
+    model.feature_extractor.forward = lambda waveforms: plain_logmel(waveforms) * scale + gain
+    torch.testing.assert_close(model.features(wav)[0], reference, atol=1e-4, rtol=1e-4)
+    model.cfg = dataclasses.replace(model.cfg, logmel_cvn=False)
+    assert not torch.allclose(model.features(wav)[0], reference, atol=1e-3)
+
+
+def test_logmel_cvn_needs_logmel_cmn():
+    with pytest.raises(ValueError, match="logmel_cvn"):
+        dinosr_tiny(frontend="logmel", logmel_cvn=True)

@@ -42,7 +42,7 @@ from dinosr.model.config import ModelConfig
 from dinosr.model.dinosr import make_encoder, make_front_end
 from dinosr.model.encoder import FeatureProjection, lengths_to_padding_mask
 from dinosr.model.masking import compute_span_mask
-from dinosr.model.norm import mean_normalise_frames
+from dinosr.model.norm import normalise_logmel
 
 if TYPE_CHECKING:
     from dinosr.model.dinosr import DinoSR
@@ -228,7 +228,7 @@ class DinoSRForCTC(nn.Module):
             frame_lengths = self.frame_lengths(lengths.to(x.device))
             padding_mask = lengths_to_padding_mask(frame_lengths, t)
         if self.cfg.logmel_cmn:
-            x = mean_normalise_frames(x, padding_mask)
+            x = normalise_logmel(x, padding_mask, variance=self.cfg.logmel_cvn)
         x = self.feature_projection(x)
         x = self.dropout_input(x)
         if apply_mask:

@@ -29,7 +29,7 @@ from dinosr.model.encoder import (
 )
 from dinosr.model.logmel import LogMelFrontend
 from dinosr.model.masking import compute_span_mask
-from dinosr.model.norm import instance_norm_frames, mean_normalise_frames
+from dinosr.model.norm import instance_norm_frames, normalise_logmel
 from dinosr.model.remedies import CodebookUpkeep, sample_frames
 from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
@@ -207,7 +207,7 @@ class DinoSR(nn.Module):
         if lengths is not None:
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
         if self.cfg.logmel_cmn:
-            x = mean_normalise_frames(x, padding_mask)
+            x = normalise_logmel(x, padding_mask, variance=self.cfg.logmel_cvn)
         return self.feature_projection(x), padding_mask
 
     def sample_mask(self, batch_size: int, num_frames: int, padding_mask: Tensor | None = None) -> Tensor:

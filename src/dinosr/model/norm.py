@@ -37,3 +37,11 @@ def mean_normalise_frames(x: Tensor, padding_mask: Tensor | None = None) -> Tens
     if padding_mask is None:
         return x - x.mean(dim=1, keepdim=True)
     return x - masked_frame_mean(x, padding_mask)
+
+
+def normalise_logmel(x: Tensor, padding_mask: Tensor | None, *, variance: bool) -> Tensor:
+    """The ``logmel_cmn`` / ``logmel_cvn`` input normalisation: per utterance and band, the mean removed
+    (CMN) and, with ``variance``, the standard deviation divided out (CMVN). Returns x's dtype."""
+    if variance:
+        return instance_norm_frames(x, padding_mask).to(x.dtype)
+    return mean_normalise_frames(x, padding_mask)

@@ -2,8 +2,8 @@
 
 One command for 1 process, torchrun and srun, like ``dinosr pretrain``; restarting it continues exactly from
 the newest checkpoint in ``run.workdir``. CONFIG is a TOML file or a packaged preset (base_10m, base_1h,
-base_10h, base_100h, cpu_small). At the end ``RUN/model`` holds the best checkpoint as a fine-tuned model
-directory (``dinosr transcribe RUN/model AUDIO``).
+base_10h, base_100h, cpu_small, cpu_quick). At the end ``RUN/model`` holds the best checkpoint as a fine-tuned
+model directory (``dinosr transcribe RUN/model AUDIO``).
 """
 
 from __future__ import annotations

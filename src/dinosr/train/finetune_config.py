@@ -28,7 +28,7 @@ from dinosr.model.ctc import CTCConfig
 from dinosr.train.config import OptimConfig, RunConfig
 
 # Packaged presets (src/dinosr/configs/finetune/NAME.toml, copies of configs/finetune/).
-PRESETS = ("base_10m", "base_1h", "base_10h", "base_100h", "cpu_small")
+PRESETS = ("base_10m", "base_1h", "base_10h", "base_100h", "cpu_small", "cpu_quick")
 
 
 @dataclass(frozen=True)
