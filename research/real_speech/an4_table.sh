@@ -3,7 +3,7 @@
 # the same number of updates, 30-minute guard each), dev WER/CER on AN4 speakers absent from pretraining and
 # fine-tuning.  Usage:
 #   python research/real_speech/make_data.py                      # once: /work/exp/real/an4_{train,dev}.*
-#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a-g, h-j (default: a-e)
+#   research/real_speech/an4_table.sh [ROWS]                      # ROWS: any of a-g, h-k (default: a-e)
 #   python research/real_speech/an4_lm.py --lmplz LMPLZ $OUT/h ... # + a word 3-gram LM of the training text
 # Environment: DATA (default /work/exp/real), OUT (default /work/exp/an4_table), DEMO_RUN (the `dinosr demo`
 # training run, default /work/exp/demo_head/train), REAL_RUN (the real-speech pretraining run, default
@@ -36,6 +36,7 @@ for row in $ROWS; do
     h) args=(--init "$REAL_RUN" "${fp32_30min[@]}") ;;             # (e) for the whole budget, fp32
     i) args=(--from-scratch "${bf16_30min[@]}") ;;                 # (d) for the whole budget, bf16
     j) args=(--init "$REAL_RUN" "${bf16_30min[@]}") ;;             # (e) for the whole budget, bf16
+    k) args=(--init "$REAL_RUN" "${bf16_30min[@]}" --set ctc.mask_prob=0.2) ;;  # (j), lighter time masking
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   case $row in [a-g]) args+=(--set "run.max_steps=$STEPS") ;; esac
