@@ -4,7 +4,7 @@
 # from training: (a) 10 AN4 speakers, (b) the MBROLA voices us1/us2, (c) FSDD's test takes (6 speakers).
 # MFCC k-means (64 units) is fit on the same AN4 training speech in every evaluation.
 #   python research/real_speech/make_data.py                  # once: $DATA/{pretrain,an4_*,fsdd_*}
-#   dinosr corpus synth --voices mbrola-us1,mbrola-us2 --heldout-voice all --num-utterances 300 --dest $MBROLA
+#   dinosr corpus synth --voices mbrola-us1,mbrola-us2 --heldout-voice all --num-utterances 300 --out $MBROLA
 #   research/real_speech/units_table.sh NAME SEED [--set model.OPTION=VALUE ...]
 #   python research/real_speech/units_summary.py $OUT             # the table of every run in $OUT
 # Environment: DATA (/work/exp/real), OUT (/work/exp/units), MBROLA (/work/exp/corpus/mbrola_dev),
