@@ -10,7 +10,7 @@ import dinosr
 from dinosr.model import dinosr_tiny
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor
-from dinosr.model.logmel import LogMelFrontend, cepstral_smoother, mel_filterbank
+from dinosr.model.logmel import LogMelFrontend, mel_filterbank
 from dinosr.model.norm import mean_normalise_frames, normalise_logmel
 
 
@@ -147,41 +147,3 @@ def test_logmel_cvn_against_a_per_utterance_loop():
 def test_logmel_cvn_needs_logmel_cmn():
     with pytest.raises(ValueError, match="logmel_cvn"):
         dinosr_tiny(frontend="logmel", logmel_cvn=True)
-
-
-def test_cepstral_smoother_against_scipy_dct_truncation():
-    fft = pytest.importorskip("scipy.fft")  # scikit-learn's dependency, in the [eval]/[test] extras
-    logmel = torch.randn(2, 7, 80, generator=torch.Generator().manual_seed(2))
-    coefficients = fft.dct(logmel.numpy(), type=2, norm="ortho", axis=-1)
-    coefficients[..., 24:] = 0.0
-    expected = torch.from_numpy(fft.idct(coefficients, type=2, norm="ortho", axis=-1))
-    torch.testing.assert_close(logmel @ cepstral_smoother(80, 24), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cepstral_smoother(80, 80), torch.eye(80), atol=1e-5, rtol=0)
-
-
-def test_lifter_flattens_pitch_harmonics_and_keeps_the_envelope():
-    # A 100 Hz pulse train: its harmonics make a ripple across the low mel bands; a smooth lowpass-shaped
-    # envelope survives the smoothing, the ripple does not.
-    sr = 16000
-    pulses = torch.zeros(1, sr)
-    pulses[0, :: sr // 100] = 1.0
-    plain = LogMelFrontend(80)(pulses)[0].mean(0)
-    smooth = LogMelFrontend(80, lifter=20)(pulses)[0].mean(0)
-    ripple = lambda bands: (bands[1:] - bands[:-1]).abs()[:40].mean()  # noqa: E731
-    assert ripple(smooth) < 0.3 * ripple(plain)
-    assert (smooth - plain).mean().abs() < 0.05 * plain.abs().mean()  # the level is kept
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"frontend": "conv", "logmel_lifter": 20},
-        {"logmel_lifter": 81},
-        {"logmel_lifter": -1},
-        {"anchor_units": 8, "anchor_lifter": 41},  # more than its 40 bands
-    ],
-)
-def test_lifter_is_checked(fields):
-    name = next(key for key in fields if key.endswith("lifter"))
-    with pytest.raises(ValueError, match=name):
-        dinosr_tiny(**{"frontend": "logmel", **fields})

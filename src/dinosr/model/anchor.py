@@ -43,17 +43,12 @@ class AcousticAnchor(nn.Module):
         embed_dim: width of the student layer the head reads.
         n_mels: mel bands of the acoustic features.
         context: frames stacked on each side (edge frames repeated), so a unit sees 20 ms x (2 context + 1).
-        lifter: >0 smooths each frame's log-mel to that many cepstral coefficients before standardising
-            (MFCC-like features, HuBERT's first-iteration targets: the pitch harmonics, a speaker trait,
-            no longer split the units); 0 keeps the plain log-mel.
     """
 
-    def __init__(
-        self, num_units: int, embed_dim: int, *, n_mels: int = 40, context: int = 1, lifter: int = 0
-    ) -> None:
+    def __init__(self, num_units: int, embed_dim: int, *, n_mels: int = 40, context: int = 1) -> None:
         super().__init__()
         self.context = context
-        self.frontend = LogMelFrontend(n_mels, lifter=lifter)
+        self.frontend = LogMelFrontend(n_mels)
         self.head = nn.Linear(embed_dim, num_units)
         self.register_buffer("centroids", torch.zeros(num_units, n_mels * (2 * context + 1)))
         self.register_buffer("fitted", torch.tensor(False))

@@ -35,7 +35,6 @@ class ModelConfig:
     n_mels: int = 80  # mel bands of frontend="logmel"
     logmel_cmn: bool = False  # logmel only: subtract each utterance's mean log-mel per band (channel)
     logmel_cvn: bool = False  # with logmel_cmn: also divide each band by its per-utterance std (CMVN)
-    logmel_lifter: int = 0  # logmel only: >0 keeps that many cepstral coefficients per frame (smoothing)
     embed_dim: int = 768  # encoder_embed_dim
     num_layers: int = 12  # encoder_layers
     num_heads: int = 12  # encoder_attention_heads
@@ -68,7 +67,6 @@ class ModelConfig:
     anchor_frames: Literal["masked", "all"] = "masked"  # frames the anchor head is trained on
     anchor_mels: int = 40  # mel bands of the anchor features
     anchor_context: int = 1  # frames stacked on each side of the anchor features
-    anchor_lifter: int = 0  # >0: anchor log-mel cepstrally smoothed to that many coefficients (MFCC-like)
     anchor_fit_minutes: float = 10.0  # training speech the anchor k-means is fit on before the first step
 
     # Removed options (research/small_batch.md: no shipped recipe used them and the ablations did not keep
@@ -86,10 +84,6 @@ class ModelConfig:
         check(self.n_mels >= 1, "n_mels must be >= 1")
         check(not self.logmel_cmn or self.frontend == "logmel", "logmel_cmn needs frontend = 'logmel'")
         check(not self.logmel_cvn or self.logmel_cmn, "logmel_cvn needs logmel_cmn = true")
-        check(
-            self.logmel_lifter == 0 or (self.frontend == "logmel" and 1 <= self.logmel_lifter <= self.n_mels),
-            "logmel_lifter must be 0 (off) or 1..n_mels with frontend = 'logmel'",
-        )
         check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
         check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
         check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")
@@ -114,7 +108,6 @@ class ModelConfig:
         check(self.anchor_weight >= 0, "anchor_weight must be >= 0")
         check(self.anchor_mels >= 1, "anchor_mels must be >= 1")
         check(self.anchor_context >= 0, "anchor_context must be >= 0")
-        check(0 <= self.anchor_lifter <= self.anchor_mels, "anchor_lifter must be 0 (off) or 1..anchor_mels")
         check(self.anchor_fit_minutes > 0, "anchor_fit_minutes must be > 0")
         # A head reading an intermediate layer has nothing to read when LayerDrop skips that layer.
         check(

@@ -36,9 +36,7 @@ from dinosr.model.teacher import ema_decay, ema_update, is_frozen, make_teacher
 
 def make_front_end(cfg: ModelConfig) -> FeatureExtractor | LogMelFrontend:
     """The waveform front end of ``cfg``: the conv feature extractor, or the log-mel front end."""
-    if cfg.frontend == "logmel":
-        return LogMelFrontend(cfg.n_mels, lifter=cfg.logmel_lifter)
-    return FeatureExtractor(cfg.conv_layers)
+    return LogMelFrontend(cfg.n_mels) if cfg.frontend == "logmel" else FeatureExtractor(cfg.conv_layers)
 
 
 def make_encoder(cfg: ModelConfig) -> Transformer:
@@ -127,13 +125,7 @@ class DinoSR(nn.Module):
             else None
         )
         self.anchor = (
-            AcousticAnchor(
-                cfg.anchor_units,
-                d,
-                n_mels=cfg.anchor_mels,
-                context=cfg.anchor_context,
-                lifter=cfg.anchor_lifter,
-            )
+            AcousticAnchor(cfg.anchor_units, d, n_mels=cfg.anchor_mels, context=cfg.anchor_context)
             if cfg.anchor_units > 0
             else None
         )

@@ -41,32 +41,13 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> Tensor:
     return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
 
 
-def cepstral_smoother(n_mels: int, keep: int) -> Tensor:
-    """(n_mels, n_mels) matrix S: ``logmel @ S`` keeps the first ``keep`` coefficients of each frame's
-    orthonormal DCT-II (the cepstrum that MFCCs truncate) and transforms back to the mel bands.
-
-    Why: with 80 bands the low bands resolve the pitch harmonics, a pattern that differs between voices
-    (a male and a female voice) more than the phone does; the low cepstra keep the spectral envelope.
-    """
-    bands = torch.arange(n_mels, dtype=torch.float64)
-    dct = torch.cos(math.pi / n_mels * (bands[None, :] + 0.5) * bands[:, None]) * math.sqrt(2.0 / n_mels)
-    dct[0] /= math.sqrt(2.0)  # rows: orthonormal DCT-II basis vectors
-    kept = dct[:keep]
-    return (kept.T @ kept).float()
-
-
 class LogMelFrontend(nn.Module):
-    """(B, L) standardised waveforms -> (B, T, n_mels) log mel energies; no trainable parameters.
-
-    ``lifter`` > 0 smooths each frame's log-mel across bands, keeping that many cepstral coefficients
-    (``cepstral_smoother``); 0 leaves it untouched.
-    """
+    """(B, L) standardised waveforms -> (B, T, n_mels) log mel energies; no trainable parameters."""
 
     def __init__(
         self,
         n_mels: int = 80,
         *,
-        lifter: int = 0,
         sample_rate: int = 16000,
         window: int = LOGMEL_WINDOW,
         hop: int = LOGMEL_HOP,
@@ -81,10 +62,6 @@ class LogMelFrontend(nn.Module):
         # loading) gets them back from the state dict like every other tensor.
         self.register_buffer("window", torch.hann_window(window, periodic=True))
         self.register_buffer("filters", mel_filterbank(n_fft, n_mels, sample_rate))
-        if lifter > 0:  # folded into the filterbank would be wrong: the smoothing acts on the log
-            self.register_buffer("smoother", cepstral_smoother(n_mels, lifter))
-        else:
-            self.smoother = None
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) sample counts -> (B,) frame counts, 1 + (L - window) // hop, clamped at 0."""
@@ -95,5 +72,4 @@ class LogMelFrontend(nn.Module):
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
             frames = waveforms.float().unfold(-1, self.window_length, self.hop)  # (B, T, window)
             spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()  # (B, T, F)
-            logmel = torch.log(spectrum @ self.filters + LOG_FLOOR)
-            return logmel if self.smoother is None else logmel @ self.smoother
+            return torch.log(spectrum @ self.filters + LOG_FLOOR)
