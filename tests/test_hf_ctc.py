@@ -114,8 +114,10 @@ def test_pipeline_text_equals_dinosr_transcribe(tmp_path, entries):
         with torch.no_grad():
             logits = model(standardize(wav[None])).logits
         top2 = logits.topk(2, dim=-1).values
-        # precondition: every frame's decision is far clearer than the export's ~1e-5 logit error
-        assert (top2[..., 0] - top2[..., 1]).min() > 1e-2
+        # precondition: every frame's decision is clearer than the export's logit error (~1e-5; under the
+        # 1e-4 the parity test asserts) by a wide margin; the closest frame here is ~0.01 apart, and a CPU
+        # whose kernels round differently moves it either side of 0.01, so the bound is 10x the tolerance
+        assert (top2[..., 0] - top2[..., 1]).min() > 1e-3
         assert " " in ours[entry.name]  # words, not one run of letters
         assert asr(wav.numpy())["text"] == ours[entry.name]
 
