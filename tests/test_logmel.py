@@ -14,6 +14,12 @@ from dinosr.model.logmel import LogMelFrontend, mel_filterbank
 from dinosr.model.norm import mean_normalise_frames, normalise_logmel
 
 
+def micro_logmel_model(**fields):
+    """A seeded tiny DinoSR with the log-mel front end, narrowed for speed (``fields`` override)."""
+    torch.manual_seed(0)
+    return dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4, **fields)
+
+
 def test_frame_grid_equals_the_official_cnn():
     frontend, cnn = LogMelFrontend(80), FeatureExtractor(BASE_CONV_LAYERS)
     lengths = torch.arange(0, 5000, 7)
@@ -42,16 +48,7 @@ def test_a_tone_lights_up_its_mel_band():
 
 @pytest.mark.parametrize(("cmn", "cvn"), [(False, False), (True, False), (True, True)])
 def test_logmel_model_padded_batch_equals_singles(cmn, cvn):
-    torch.manual_seed(0)
-    model = dinosr_tiny(
-        frontend="logmel",
-        logmel_cmn=cmn,
-        logmel_cvn=cvn,
-        embed_dim=32,
-        num_heads=2,
-        ffn_dim=64,
-        pos_conv_groups=4,
-    ).eval()
+    model = micro_logmel_model(logmel_cmn=cmn, logmel_cvn=cvn).eval()
     assert sum(p.numel() for p in model.feature_extractor.parameters()) == 0
     waves = [torch.randn(8000), torch.randn(5120)]
     batch = torch.zeros(2, 8000)
@@ -66,8 +63,7 @@ def test_logmel_model_padded_batch_equals_singles(cmn, cvn):
 
 def test_logmel_model_saves_and_loads(tmp_path):
 
-    torch.manual_seed(0)
-    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4).eval()
+    model = micro_logmel_model().eval()
     dinosr.save_pretrained(model, tmp_path / "m")
     loaded = dinosr.load_model(tmp_path / "m")
     wav = torch.randn(12000)
@@ -78,8 +74,7 @@ def test_logmel_model_saves_and_loads(tmp_path):
 def test_logmel_model_trains_and_refuses_hf_export(tmp_path):
     from dinosr.interop.hf import export_hf
 
-    torch.manual_seed(0)
-    model = dinosr_tiny(frontend="logmel", embed_dim=32, num_heads=2, ffn_dim=64, pos_conv_groups=4)
+    model = micro_logmel_model()
     out = model(torch.randn(2, 16000))
     out.losses.mean().backward()
     assert model.feature_projection.projection.weight.grad is not None
@@ -103,16 +98,7 @@ def test_logmel_normalisation_removes_a_fixed_transform_per_band(cvn):
     # A band-wise gain is an additive constant on log-mel energies (a fixed channel or a speaker's average
     # spectral envelope): logmel_cmn removes it. logmel_cvn also removes a per-band scale of the log
     # energies (a voice with flatter or more peaked spectral dynamics), which CMN alone keeps.
-    torch.manual_seed(0)
-    model = dinosr_tiny(
-        frontend="logmel",
-        logmel_cmn=True,
-        logmel_cvn=cvn,
-        embed_dim=32,
-        num_heads=2,
-        ffn_dim=64,
-        pos_conv_groups=4,
-    )
+    model = micro_logmel_model(logmel_cmn=True, logmel_cvn=cvn)
     wav = torch.randn(1, 8000)
     gain = torch.randn(80)
     scale = torch.rand(80) + 0.5 if cvn else torch.ones(80)
