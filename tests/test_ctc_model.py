@@ -28,9 +28,12 @@ def _ctc(ctc_cfg: CTCConfig | None = None, **overrides) -> DinoSRForCTC:
 
 
 # ----------------------------------------------------------------------------- weight copy
-@pytest.mark.parametrize(("frontend", "cmn"), [("conv", False), ("logmel", False), ("logmel", True)])
-def test_from_dinosr_copies_the_student_and_matches_its_encoder(frontend, cmn):
-    dinosr = _dinosr(frontend=frontend, n_mels=16, logmel_cmn=cmn)
+@pytest.mark.parametrize(
+    ("frontend", "cmn", "conv"),
+    [("conv", False, 0), ("logmel", False, 0), ("logmel", True, 0), ("logmel", True, 3)],
+)
+def test_from_dinosr_copies_the_student_and_matches_its_encoder(frontend, cmn, conv):
+    dinosr = _dinosr(frontend=frontend, n_mels=16, logmel_cmn=cmn, logmel_conv=conv)
     ctc = DinoSRForCTC.from_dinosr(dinosr, V)
     keys = set(ctc.state_dict())
     assert not any(k.startswith(("teacher.", "heads.", "codebooks.", "anchor.")) for k in keys)
@@ -194,8 +197,9 @@ def test_an_outer_no_grad_stays_in_force():
     assert not out.logits.requires_grad
 
 
-def test_param_groups_cover_every_trainable_parameter_once():
-    ctc = _ctc()
+@pytest.mark.parametrize("overrides", [{}, {"frontend": "logmel", "n_mels": 16, "logmel_conv": 3}])
+def test_param_groups_cover_every_trainable_parameter_once(overrides):
+    ctc = _ctc(**overrides)
     groups = ctc.param_groups()
     assert [g["name"] for g in groups] == ["encoder", "head"]
     ids = [id(p) for g in groups for p in g["params"]]
@@ -224,6 +228,7 @@ def test_layerdrop_only_in_training():
         {},
         {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True},
         {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True, "logmel_cvn": True},
+        {"frontend": "logmel", "n_mels": 16, "logmel_cmn": True, "logmel_conv": 3},
     ],
 )
 def test_padded_batch_equals_single_utterances(overrides):

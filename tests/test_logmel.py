@@ -10,7 +10,7 @@ import dinosr
 from dinosr.model import dinosr_tiny
 from dinosr.model.config import BASE_CONV_LAYERS
 from dinosr.model.encoder import FeatureExtractor
-from dinosr.model.logmel import LogMelFrontend, mel_filterbank
+from dinosr.model.logmel import LogMelConv, LogMelFrontend, mel_filterbank
 from dinosr.model.norm import mean_normalise_frames, normalise_logmel
 
 
@@ -46,9 +46,11 @@ def test_a_tone_lights_up_its_mel_band():
     assert peak_band == int(filters[bin_1k].argmax())
 
 
-@pytest.mark.parametrize(("cmn", "cvn"), [(False, False), (True, False), (True, True)])
-def test_logmel_model_padded_batch_equals_singles(cmn, cvn):
-    model = micro_logmel_model(logmel_cmn=cmn, logmel_cvn=cvn).eval()
+@pytest.mark.parametrize(
+    ("cmn", "cvn", "conv"), [(False, False, 0), (True, False, 0), (True, True, 0), (True, False, 4)]
+)
+def test_logmel_model_padded_batch_equals_singles(cmn, cvn, conv):
+    model = micro_logmel_model(logmel_cmn=cmn, logmel_cvn=cvn, logmel_conv=conv).eval()
     assert sum(p.numel() for p in model.feature_extractor.parameters()) == 0
     waves = [torch.randn(8000), torch.randn(5120)]
     batch = torch.zeros(2, 8000)
@@ -133,3 +135,66 @@ def test_logmel_cvn_against_a_per_utterance_loop():
 def test_logmel_cvn_needs_logmel_cmn():
     with pytest.raises(ValueError, match="logmel_cvn"):
         dinosr_tiny(frontend="logmel", logmel_cvn=True)
+
+
+def test_logmel_conv_against_a_per_element_loop():
+    torch.manual_seed(0)
+    conv = LogMelConv(n_mels=9, channels=2)
+    x = torch.randn(1, 5, 9)
+    with torch.no_grad():
+        out = conv(x)
+    assert out.shape == (1, 5, 2 * (9 // 4))
+    assert conv.out_dim == 4
+
+    def conv3x3_gelu_pool(h, layer):  # h (C_in, T, F) -> (C_out, T, F // 2), zero padding, written out
+        c_in, t_len, f_len = h.shape
+        padded = torch.zeros(c_in, t_len + 2, f_len + 2)
+        padded[:, 1:-1, 1:-1] = h
+        w, b = layer.weight, layer.bias
+        y = torch.zeros(w.shape[0], t_len, f_len)
+        for c in range(w.shape[0]):
+            for t in range(t_len):
+                for f in range(f_len):
+                    y[c, t, f] = b[c] + (w[c] * padded[:, t : t + 3, f : f + 3]).sum()
+        y = torch.nn.functional.gelu(y)
+        return torch.stack([torch.maximum(y[:, :, 2 * k], y[:, :, 2 * k + 1]) for k in range(f_len // 2)], -1)
+
+    with torch.no_grad():
+        h = conv3x3_gelu_pool(conv3x3_gelu_pool(x[0][None], conv.conv1), conv.conv2)  # (2, 5, 2)
+    expected = h.permute(1, 0, 2).reshape(5, 4)  # frame-major, channels then bands
+    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_logmel_conv_sees_two_frames_either_side():
+    torch.manual_seed(0)
+    conv = LogMelConv(n_mels=8, channels=3)
+    x = torch.randn(1, 12, 8)
+    bumped = x.clone()
+    bumped[0, 6] += 1.0
+    with torch.no_grad():
+        changed = (conv(bumped) - conv(x)).abs().amax(-1)[0] > 0
+    assert changed.tolist() == [t in (4, 5, 6, 7, 8) for t in range(12)]
+
+
+def test_logmel_conv_model_trains_saves_and_loads(tmp_path):
+    model = micro_logmel_model(logmel_cmn=True, logmel_conv=4)
+    model(torch.randn(2, 16000)).losses.mean().backward()
+    assert model.feature_projection.conv.conv1.weight.grad.abs().sum() > 0
+    assert model.feature_projection.projection.in_features == 4 * 20
+    model.eval()
+    dinosr.save_pretrained(model, tmp_path / "m")
+    loaded = dinosr.load_model(tmp_path / "m")
+    assert loaded.cfg.logmel_conv == 4
+    wav = torch.randn(12000)
+    expected = dinosr.extract_features(model, wav, layers=[4]).features[4]
+    torch.testing.assert_close(dinosr.extract_features(loaded, wav, layers=[4]).features[4], expected)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"frontend": "conv"}, "frontend"), ({"n_mels": 3}, "n_mels"), ({"logmel_conv": -1}, ">= 0")],
+)
+def test_logmel_conv_is_validated(fields, message):
+    config = {"frontend": "logmel", "logmel_conv": 8} | fields
+    with pytest.raises(ValueError, match=message):
+        dinosr_tiny(**config)

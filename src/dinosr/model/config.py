@@ -35,6 +35,7 @@ class ModelConfig:
     n_mels: int = 80  # mel bands of frontend="logmel"
     logmel_cmn: bool = False  # logmel only: subtract each utterance's mean log-mel per band (channel)
     logmel_cvn: bool = False  # with logmel_cmn: also divide each band by its per-utterance std (CMVN)
+    logmel_conv: int = 0  # logmel only: channels of a 2-layer conv over (frame, band) before the projection
     embed_dim: int = 768  # encoder_embed_dim
     num_layers: int = 12  # encoder_layers
     num_heads: int = 12  # encoder_attention_heads
@@ -84,6 +85,9 @@ class ModelConfig:
         check(self.n_mels >= 1, "n_mels must be >= 1")
         check(not self.logmel_cmn or self.frontend == "logmel", "logmel_cmn needs frontend = 'logmel'")
         check(not self.logmel_cvn or self.logmel_cmn, "logmel_cvn needs logmel_cmn = true")
+        check(self.logmel_conv >= 0, "logmel_conv must be >= 0")
+        check(not self.logmel_conv or self.frontend == "logmel", "logmel_conv needs frontend = 'logmel'")
+        check(not self.logmel_conv or self.n_mels >= 4, "logmel_conv needs n_mels >= 4 (two band poolings)")
         check(all(c > 0 and k > 0 and s > 0 for c, k, s in self.conv_layers), "conv_layers must be positive")
         check(self.embed_dim % self.num_heads == 0, "embed_dim must be divisible by num_heads")
         check(self.embed_dim % self.pos_conv_groups == 0, "embed_dim must be divisible by pos_conv_groups")

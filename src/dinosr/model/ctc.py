@@ -127,7 +127,7 @@ class DinoSRForCTC(nn.Module):
         # The student's modules, built in the same order as DinoSR's (same init RNG use).
         self.feature_extractor = make_front_end(cfg)
         self.feature_extractor.requires_grad_(False)  # never trained (fairseq feature_grad_mult 0)
-        self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
+        self.feature_projection = FeatureProjection(cfg.extractor_dim, d, logmel_conv=cfg.logmel_conv)
         self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())
         self.dropout_input = nn.Dropout(cfg.dropout_input)
         self.student = make_encoder(cfg)
@@ -229,7 +229,7 @@ class DinoSRForCTC(nn.Module):
             padding_mask = lengths_to_padding_mask(frame_lengths, t)
         if self.cfg.logmel_cmn:
             x = normalise_logmel(x, padding_mask, variance=self.cfg.logmel_cvn)
-        x = self.feature_projection(x)
+        x = self.feature_projection(x, padding_mask)
         x = self.dropout_input(x)
         if apply_mask:
             time_mask, channel_mask = self.sample_masks(b, t, padding_mask)

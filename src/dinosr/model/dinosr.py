@@ -105,7 +105,7 @@ class DinoSR(nn.Module):
         self.masking_cfg = masking_cfg if masking_cfg is not None else MaskingConfig()
         d = cfg.embed_dim
         self.feature_extractor = make_front_end(cfg)
-        self.feature_projection = FeatureProjection(cfg.extractor_dim, d)
+        self.feature_projection = FeatureProjection(cfg.extractor_dim, d, logmel_conv=cfg.logmel_conv)
         self.mask_embedding = nn.Parameter(torch.empty(d).uniform_())  # U[0,1) (spec 3.4)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
         self.student = make_encoder(cfg)
@@ -208,7 +208,7 @@ class DinoSR(nn.Module):
             padding_mask = lengths_to_padding_mask(self.frame_lengths(lengths.to(x.device)), x.shape[1])
         if self.cfg.logmel_cmn:
             x = normalise_logmel(x, padding_mask, variance=self.cfg.logmel_cvn)
-        return self.feature_projection(x), padding_mask
+        return self.feature_projection(x, padding_mask), padding_mask
 
     def sample_mask(self, batch_size: int, num_frames: int, padding_mask: Tensor | None = None) -> Tensor:
         """(B, T) bool span mask (CPU) from ``masking_cfg`` using the global torch RNG."""

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinosr.model.logmel import LogMelConv
+
 # fairseq init_bert_params: every Linear of the encoder ~ N(0, 0.02), bias 0 (spec 3.7)
 BERT_INIT_STD = 0.02
 
@@ -106,15 +108,24 @@ class FeatureExtractor(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """LayerNorm(C) -> Linear(C, D) with PyTorch default init (spec 3.3)."""
+    """LayerNorm(C) -> Linear(C, D) with PyTorch default init (spec 3.3).
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    ``logmel_conv`` > 0 (log-mel front end only): a trainable `LogMelConv` with that many channels runs
+    first, and the LayerNorm and Linear take its output.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, logmel_conv: int = 0) -> None:
         super().__init__()
+        self.conv = LogMelConv(in_dim, logmel_conv) if logmel_conv else None
+        if self.conv is not None:
+            in_dim = self.conv.out_dim
         self.layer_norm = nn.LayerNorm(in_dim)
         self.projection = nn.Linear(in_dim, out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, T, C) -> (B, T, D)."""
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """(B, T, C) -> (B, T, D); ``padding_mask`` (B, T) matters only to the conv."""
+        if self.conv is not None:
+            x = self.conv(x, padding_mask)
         return self.projection(self.layer_norm(x))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinosr.model.config import LOGMEL_HOP, LOGMEL_WINDOW
@@ -73,3 +74,32 @@ class LogMelFrontend(nn.Module):
             frames = waveforms.float().unfold(-1, self.window_length, self.hop)  # (B, T, window)
             spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()  # (B, T, F)
             return torch.log(spectrum @ self.filters + LOG_FLOOR)
+
+
+class LogMelConv(nn.Module):
+    """(B, T, n_mels) log-mel -> (B, T, channels * (n_mels // 4)): ``ModelConfig.logmel_conv``.
+
+    Two 3 x 3 convolutions over (frame, mel band), each followed by GELU and a max over pairs of
+    neighbouring bands. Why: the same filters at every band and the max over neighbours make the
+    features tolerant of a small shift of the spectral envelope (another voice's formants), which the
+    per-frame linear projection of the log-mel is not (the frequency-convolution CNNs of hybrid ASR).
+    The frame grid is unchanged; each frame sees its two neighbours on either side.
+    """
+
+    def __init__(self, n_mels: int, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.out_dim = channels * (n_mels // 4)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """``padding_mask`` (B, T), True = padded: those frames enter each conv as zeros, the padding a
+        lone utterance sees, so a padded batch gives each utterance its unpadded result."""
+        keep = None if padding_mask is None else ~padding_mask[:, None, :, None]
+        h = x.unsqueeze(1)  # (B, 1, T, n_mels)
+        for conv in (self.conv1, self.conv2):
+            if keep is not None:
+                h = h * keep
+            h = F.max_pool2d(F.gelu(conv(h)), (1, 2))
+        b, c, t, f = h.shape
+        return h.permute(0, 2, 1, 3).reshape(b, t, c * f)
